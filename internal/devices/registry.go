@@ -1,0 +1,280 @@
+package devices
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// RegistryConfig configures a Registry.
+type RegistryConfig struct {
+	// Client reads the device Secrets. Required.
+	Client kubernetes.Interface
+	// Namespace holds the device Secrets. Default "picogate-system".
+	Namespace string
+	// Logger; default discards.
+	Logger *slog.Logger
+	// OnChange, if set, is called after a device is updated or removed (revoked, rotated, deleted), with
+	// the device's name, so the gateway can end that device's open watches at once.
+	OnChange func(name string)
+}
+
+// DefaultNamespace is where device records live unless --namespace says otherwise.
+const DefaultNamespace = "picogate-system"
+
+// Registry is the gateway's view of the device Secrets, kept current by a client-go informer. Lookups are
+// served from memory; if the API server becomes unreachable the last synced state keeps serving.
+type Registry struct {
+	cfg      RegistryConfig
+	log      *slog.Logger
+	informer cache.SharedIndexInformer
+
+	mu      sync.RWMutex
+	bySec   map[string]*Device // by Secret name
+	byHash  map[[sha256.Size]byte]*Device
+	byAddr  map[netip.Addr]*Device
+	dupAddr map[netip.Addr]int // ip-mode addresses claimed by more than one device: refused
+
+	watchErr atomic.Pointer[watchError]
+}
+
+type watchError struct {
+	err error
+	at  time.Time
+}
+
+// NewRegistry builds a Registry; Run starts it.
+func NewRegistry(cfg RegistryConfig) (*Registry, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("device registry: a Kubernetes client is required")
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = DefaultNamespace
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Registry{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "registry"),
+		bySec:   map[string]*Device{},
+		byHash:  map[[sha256.Size]byte]*Device{},
+		byAddr:  map[netip.Addr]*Device{},
+		dupAddr: map[netip.Addr]int{},
+	}
+	sel := labels.SelectorFromSet(labels.Set{LabelKind: KindDevice}).String()
+	typeSel := fields.OneTermEqualSelector("type", SecretType).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector, o.FieldSelector = sel, typeSel
+			return cfg.Client.CoreV1().Secrets(cfg.Namespace).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector, o.FieldSelector = sel, typeSel
+			return cfg.Client.CoreV1().Secrets(cfg.Namespace).Watch(ctx, o)
+		},
+	}
+	r.informer = cache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, cache.Indexers{})
+	if err := r.informer.SetTransform(stripSecret); err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	if err := r.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		r.watchErr.Store(&watchError{err: err, at: time.Now()})
+		r.log.Warn("device registry watch failed; serving the last synced registry", "err", err)
+	}); err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	if _, err := r.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { r.upsert(obj) },
+		UpdateFunc: func(_, obj any) { r.upsert(obj) },
+		DeleteFunc: r.remove,
+	}); err != nil {
+		return nil, fmt.Errorf("device registry: %w", err)
+	}
+	return r, nil
+}
+
+// stripSecret keeps only what the registry reads, so 10,000 cached device records stay small.
+func stripSecret(obj any) (any, error) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return obj, nil
+	}
+	s.ManagedFields = nil
+	s.Annotations = nil
+	return s, nil
+}
+
+// Run keeps the registry in sync until ctx ends.
+func (r *Registry) Run(ctx context.Context) error {
+	r.informer.RunWithContext(ctx)
+	return nil
+}
+
+// HasSynced reports whether the first full list has been loaded.
+func (r *Registry) HasSynced() bool { return r.informer.HasSynced() }
+
+// WatchError returns the last watch failure and when it happened, if the watch has failed since the
+// last call to ClearWatchError.
+func (r *Registry) WatchError() (error, time.Time) {
+	if w := r.watchErr.Load(); w != nil {
+		return w.err, w.at
+	}
+	return nil, time.Time{}
+}
+
+// ClearWatchError forgets a watch failure once the registry is known to be reachable again.
+func (r *Registry) ClearWatchError() { r.watchErr.Store(nil) }
+
+// Len is the number of device records.
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.bySec)
+}
+
+// Names returns the names of all registered devices.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.bySec))
+	for _, d := range r.bySec {
+		out = append(out, d.Name)
+	}
+	return out
+}
+
+// ByToken finds the device holding token. The map is keyed by the token's hash, so the lookup reveals
+// nothing about the token, and the hash is then compared in constant time. A revoked device is returned
+// too (the caller refuses it and counts the reason).
+func (r *Registry) ByToken(token string) (*Device, bool) {
+	h := HashToken(token)
+	r.mu.RLock()
+	d, ok := r.byHash[h]
+	r.mu.RUnlock()
+	if !ok || subtle.ConstantTimeCompare(d.TokenHash[:], h[:]) != 1 {
+		return nil, false
+	}
+	return d, true
+}
+
+// ByAddr finds the ip-mode device registered at addr. An address claimed by two devices matches none.
+func (r *Registry) ByAddr(addr netip.Addr) (*Device, bool) {
+	r.mu.RLock()
+	d, ok := r.byAddr[addr.Unmap()]
+	r.mu.RUnlock()
+	return d, ok
+}
+
+func (r *Registry) upsert(obj any) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return
+	}
+	d, err := fromSecretData(s.Data)
+	if err != nil {
+		r.log.Error("ignoring invalid device record", "secret", s.Name, "err", err)
+		r.removeByKey(s.Name)
+		return
+	}
+	if SecretName(d.Name) != s.Name {
+		r.log.Error("ignoring device record whose name does not match its Secret", "secret", s.Name, "device", d.Name)
+		r.removeByKey(s.Name)
+		return
+	}
+	r.mu.Lock()
+	old := r.bySec[s.Name]
+	r.unindex(old)
+	r.bySec[s.Name] = d
+	r.index(d)
+	r.mu.Unlock()
+	if old != nil && r.cfg.OnChange != nil && (old.TokenHash != d.TokenHash || old.Revoked != d.Revoked || old.Source != d.Source || old.Auth != d.Auth) {
+		r.cfg.OnChange(d.Name)
+	}
+}
+
+func (r *Registry) remove(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	if s, ok := obj.(*corev1.Secret); ok {
+		r.removeByKey(s.Name)
+	}
+}
+
+func (r *Registry) removeByKey(secret string) {
+	r.mu.Lock()
+	old := r.bySec[secret]
+	r.unindex(old)
+	delete(r.bySec, secret)
+	r.mu.Unlock()
+	if old != nil && r.cfg.OnChange != nil {
+		r.cfg.OnChange(old.Name)
+	}
+}
+
+// index and unindex keep the lookup maps in step; callers hold mu.
+func (r *Registry) index(d *Device) {
+	switch d.Auth {
+	case AuthToken:
+		r.byHash[d.TokenHash] = d
+	case AuthIP:
+		if d.IsRevoked() {
+			return
+		}
+		a := d.Source.Addr()
+		r.dupAddr[a]++
+		if r.dupAddr[a] > 1 {
+			delete(r.byAddr, a)
+			r.log.Error("source address claimed by more than one ip-mode device; refusing all of them", "addr", a)
+			return
+		}
+		r.byAddr[a] = d
+	}
+}
+
+func (r *Registry) unindex(d *Device) {
+	if d == nil {
+		return
+	}
+	switch d.Auth {
+	case AuthToken:
+		if cur, ok := r.byHash[d.TokenHash]; ok && cur == d {
+			delete(r.byHash, d.TokenHash)
+		}
+	case AuthIP:
+		if d.IsRevoked() {
+			return
+		}
+		a := d.Source.Addr()
+		if cur, ok := r.byAddr[a]; ok && cur == d {
+			delete(r.byAddr, a)
+		}
+		if r.dupAddr[a]--; r.dupAddr[a] <= 0 {
+			delete(r.dupAddr, a)
+		} else if r.dupAddr[a] == 1 {
+			// The conflict is resolved: re-admit the remaining claimant.
+			for _, other := range r.bySec {
+				if other != d && other.Auth == AuthIP && !other.IsRevoked() && other.Source.Addr() == a {
+					r.byAddr[a] = other
+				}
+			}
+		}
+	}
+}
