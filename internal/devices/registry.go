@@ -30,9 +30,9 @@ type RegistryConfig struct {
 	Namespace string
 	// Logger; default discards.
 	Logger *slog.Logger
-	// OnChange, if set, is called after a device is updated or removed (revoked, rotated, deleted), with
-	// the device's name, so the gateway can end that device's open watches at once.
-	OnChange func(name string)
+	// OnChange, if set, is called after a device's credential changes (revoked, rotated) or its record is
+	// removed, with whether it is still registered, so the gateway can end that device's open watches.
+	OnChange func(name string, registered bool)
 }
 
 // DefaultNamespace is where device records live unless --namespace says otherwise.
@@ -205,7 +205,7 @@ func (r *Registry) upsert(obj any) {
 	r.index(d)
 	r.mu.Unlock()
 	if old != nil && r.cfg.OnChange != nil && (old.TokenHash != d.TokenHash || old.Revoked != d.Revoked || old.Source != d.Source || old.Auth != d.Auth) {
-		r.cfg.OnChange(d.Name)
+		r.cfg.OnChange(d.Name, true)
 	}
 }
 
@@ -225,7 +225,7 @@ func (r *Registry) removeByKey(secret string) {
 	delete(r.bySec, secret)
 	r.mu.Unlock()
 	if old != nil && r.cfg.OnChange != nil {
-		r.cfg.OnChange(old.Name)
+		r.cfg.OnChange(old.Name, false)
 	}
 }
 

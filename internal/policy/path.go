@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -14,30 +15,30 @@ var ErrAmbiguousPath = errors.New("ambiguous request path")
 // raw is the path as sent on the wire (URL.EscapedPath or the request line's path).
 func CheckPath(raw string) error {
 	if raw == "" || raw[0] != '/' {
-		return errors.Join(ErrAmbiguousPath, errors.New("path must start with /"))
+		return fmt.Errorf("%w: path must start with /", ErrAmbiguousPath)
 	}
 	if raw == "/" {
 		return nil
 	}
 	if raw[len(raw)-1] == '/' {
-		return errors.Join(ErrAmbiguousPath, errors.New("trailing slash"))
+		return fmt.Errorf("%w: trailing slash", ErrAmbiguousPath)
 	}
 	for i := 0; i < len(raw); i++ {
 		if !pathByte(raw[i]) {
 			if raw[i] == '%' {
-				return errors.Join(ErrAmbiguousPath, errors.New("percent-encoding in path"))
+				return fmt.Errorf("%w: percent-encoding in path", ErrAmbiguousPath)
 			}
-			return errors.Join(ErrAmbiguousPath, errors.New("character not allowed in path"))
+			return fmt.Errorf("%w: character not allowed in path", ErrAmbiguousPath)
 		}
 	}
 	for seg := range strings.SplitSeq(raw[1:], "/") {
 		switch {
 		case seg == "":
-			return errors.Join(ErrAmbiguousPath, errors.New("empty path segment (//)"))
+			return fmt.Errorf("%w: empty path segment (//)", ErrAmbiguousPath)
 		case seg == "." || seg == "..":
-			return errors.Join(ErrAmbiguousPath, errors.New("dot segment"))
+			return fmt.Errorf("%w: dot segment", ErrAmbiguousPath)
 		case seg[len(seg)-1] == '.':
-			return errors.Join(ErrAmbiguousPath, errors.New("segment ends with a dot"))
+			return fmt.Errorf("%w: segment ends with a dot", ErrAmbiguousPath)
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 )
@@ -19,7 +20,7 @@ type Query struct {
 // at most once and use no ';' separator.
 func ParseQuery(raw string) (Query, error) {
 	if strings.IndexByte(raw, ';') >= 0 {
-		return Query{}, errors.Join(ErrAmbiguousQuery, errors.New("';' in query"))
+		return Query{}, fmt.Errorf("%w: ';' in query", ErrAmbiguousQuery)
 	}
 	var seen [16]string // small queries are the norm; fall back to a map beyond
 	var more map[string]struct{}
@@ -31,20 +32,20 @@ func ParseQuery(raw string) (Query, error) {
 		k, _, _ := strings.Cut(part, "=")
 		key, err := unescape(k)
 		if err != nil {
-			return Query{}, errors.Join(ErrAmbiguousQuery, err)
+			return Query{}, fmt.Errorf("%w: %w", ErrAmbiguousQuery, err)
 		}
 		if _, v, _ := strings.Cut(part, "="); v != "" {
 			if _, err := unescape(v); err != nil {
-				return Query{}, errors.Join(ErrAmbiguousQuery, err)
+				return Query{}, fmt.Errorf("%w: %w", ErrAmbiguousQuery, err)
 			}
 		}
 		for _, s := range seen[:min(n, len(seen))] {
 			if s == key {
-				return Query{}, errors.Join(ErrAmbiguousQuery, errors.New("parameter "+strconvQuote(key)+" given twice"))
+				return Query{}, fmt.Errorf("%w: parameter %s given twice", ErrAmbiguousQuery, strconvQuote(key))
 			}
 		}
 		if _, dup := more[key]; dup {
-			return Query{}, errors.Join(ErrAmbiguousQuery, errors.New("parameter "+strconvQuote(key)+" given twice"))
+			return Query{}, fmt.Errorf("%w: parameter %s given twice", ErrAmbiguousQuery, strconvQuote(key))
 		}
 		if n < len(seen) {
 			seen[n] = key

@@ -1,0 +1,108 @@
+// Package cli is picogate's command line: `serve`, `device`, `version`. Commands parse flags into the
+// components' Config structs and call them; no logic of their own beyond presenting results.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/upstream"
+)
+
+// Main runs the command line and returns the process exit code: 0, 1 for a failure, 2 for a usage error.
+// Errors are printed as one line on stderr.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "picogate: "+oneLine(err))
+	var u usageError
+	if errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown ") || strings.Contains(err.Error(), "flag") || strings.Contains(err.Error(), "arg(s)") {
+		return 2
+	}
+	return 1
+}
+
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+// oneLine flattens joined errors ("a\nb") into "a; b".
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ; ")), " ")
+}
+
+// globals are the flags every command shares.
+type globals struct {
+	kubeconfig, context, namespace string
+	logFormat, logLevel            string
+	stdout, stderr                 io.Writer
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "picogate",
+		Short:         "A gateway that makes microcontrollers first-class Kubernetes nodes",
+		Long:          "picogate forwards plain-HTTP requests from microcontrollers to the Kubernetes API over TLS,\neach device as its own least-privilege node.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, else "+upstream.K3sKubeconfig+" if readable, else in-cluster)")
+	pf.StringVar(&g.context, "context", "", "kubeconfig context (default: its current context)")
+	pf.StringVar(&g.namespace, "namespace", devices.DefaultNamespace, "namespace of the device records")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newServe(g), newDevice(g), newVersion(g))
+	return root
+}
+
+func (g *globals) logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)}
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch g.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(g.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(g.stderr, opts)), nil
+	default:
+		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", g.logFormat)}
+	}
+}
+
+func (g *globals) client() (kubernetes.Interface, error) {
+	rc, _, err := upstream.LoadREST(g.kubeconfig, g.context)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(rc)
+}
+
+// exitIfNoArgs is cobra.ExactArgs with picogate's one-line usage errors.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError{fmt.Errorf("expected %s, got %d argument(s)", what, len(args))}
+		}
+		return nil
+	}
+}
+

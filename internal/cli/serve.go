@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/picogate/picogate/internal/serve"
+)
+
+func newServe(g *globals) *cobra.Command {
+	var cfg serve.Config
+	var allow []string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve devices: plain HTTP on the LAN, forwarded to the Kubernetes API over TLS",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("allow-cidr") {
+				if cfg.Gateway.AllowCIDRs, err = serve.ParseCIDRs(allow); err != nil {
+					return usageError{err}
+				}
+			}
+			cfg.Logger = log
+			cfg.Upstream.Kubeconfig, cfg.Upstream.Context, cfg.Namespace = g.kubeconfig, g.context, g.namespace
+			return serve.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", ":6080", "device port (plain HTTP)")
+	f.StringVar(&cfg.AdminListen, "admin-listen", "127.0.0.1:6081", "admin port: /healthz, /readyz, /metrics")
+	f.BoolVar(&cfg.Gateway.SharedIdentity, "shared-identity", false, "forward devices without a credential with the gateway's own identity (as the seed's nginx did)")
+	f.StringSliceVar(&allow, "allow-cidr", nil, "source networks allowed to connect, repeatable (default loopback, RFC 1918, IPv6 ULA and link-local)")
+	f.StringVar(&cfg.PolicyFile, "policy", "", "device policy file replacing the default allowlist (see docs/policy.md)")
+	f.BoolVar(&cfg.Gateway.Compact, "compact", true, "MCU-sized responses: drop managedFields, send Content-Length, never chunked")
+	f.IntVar(&cfg.Gateway.MaxCompactBytes, "compact-max-bytes", 256<<10, "largest response buffered for compaction; larger ones pass through untouched")
+	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 64<<10, "largest request body accepted (413 beyond)")
+	f.BoolVar(&cfg.Gateway.AccessLog, "access-log", true, "log one line per request")
+	f.DurationVar(&cfg.Gateway.UpstreamTimeout, "upstream-timeout", 5*time.Second, "time the API server has to answer a non-watch request (503 with Retry-After beyond)")
+	f.DurationVar(&cfg.Gateway.WriteTimeout, "write-timeout", 30*time.Second, "time a device has to take each response or watch event")
+	f.DurationVar(&cfg.Gateway.BodyTimeout, "body-timeout", 10*time.Second, "time a device has to send its request body")
+	f.IntVar(&cfg.Gateway.MaxInFlight, "max-inflight", 512, "concurrent non-watch requests (503 beyond)")
+	f.IntVar(&cfg.Gateway.MaxWatches, "max-watches", 20000, "concurrent watches (503 beyond)")
+	f.Float64Var(&cfg.Gateway.DeviceRate, "device-rate", 5, "requests per second per device (429 beyond)")
+	f.IntVar(&cfg.Gateway.DeviceBurst, "device-burst", 20, "burst per device")
+	f.DurationVar(&cfg.Server.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send its request headers")
+	f.DurationVar(&cfg.Server.IdleTimeout, "idle-timeout", 60*time.Second, "idle keep-alive connections are closed after this")
+	f.IntVar(&cfg.Server.MaxHeaderBytes, "max-header-bytes", 16<<10, "largest request header block (431 beyond)")
+	f.DurationVar(&cfg.Server.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "time in-flight requests get to finish on SIGTERM")
+	f.BoolVar(&cfg.Upstream.HTTP2, "upstream-http2", false, "speak HTTP/2 to the API server instead of a pool of HTTP/1.1 connections")
+	f.DurationVar(&cfg.Upstream.CertReloadInterval, "cert-reload-interval", 10*time.Second, "how often client-certificate files from the kubeconfig are re-read")
+	return cmd
+}

@@ -1,0 +1,191 @@
+package gateway
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/picogate/picogate/internal/compact"
+	"github.com/picogate/picogate/internal/status"
+)
+
+// droppedResponseHeaders are sent by the API server but used by no device: the API Priority and
+// Fairness headers and Cache-Control. Audit-Id is also removed from the device's response, after the
+// access log has recorded it. Date stays: the reference firmware sets its clock from it.
+var droppedResponseHeaders = []string{"X-Kubernetes-Pf-Flowschema-Uid", "X-Kubernetes-Pf-Prioritylevel-Uid", "Audit-Id", "Cache-Control"}
+
+// compaction makes responses fit a microcontroller: for a non-watch JSON response it buffers the body
+// (at most MaxCompactBytes), removes metadata.managedFields and answers with a Content-Length, never
+// chunked. A larger, non-JSON or compressed response passes through untouched and streamed, so memory
+// stays bounded whatever the upstream sends. A watch is compacted event by event without buffering more
+// than one event.
+func (g *Gateway) compaction(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := infoFrom(r)
+		cw := &compactWriter{ResponseWriter: w, g: g, info: info, head: r.Method == http.MethodHead}
+		defer func() {
+			if v := recover(); v != nil {
+				cw.abort(v)
+			}
+		}()
+		next.ServeHTTP(cw, r)
+		cw.finish()
+	})
+}
+
+// abort handles ReverseProxy's http.ErrAbortHandler, raised when the upstream body breaks off. If nothing
+// has reached the device yet, it gets a clear 502 instead of a cut connection; otherwise the connection
+// is aborted, which is how a device learns a streamed response is incomplete.
+func (c *compactWriter) abort(v any) {
+	if v != http.ErrAbortHandler || c.mode != modeBuffer {
+		panic(v)
+	}
+	c.release()
+	c.mode = modePass
+	c.info.reason = "upstream response cut off"
+	c.g.metrics.upstreamErrors.WithLabelValues("truncated").Inc()
+	for k := range c.Header() {
+		delete(c.Header(), k)
+	}
+	status.Write(c.ResponseWriter, http.StatusBadGateway, "the Kubernetes API server's response was cut off; retry")
+}
+
+type compactMode uint8
+
+const (
+	modeUndecided compactMode = iota
+	modeBuffer
+	modeEvents
+	modePass
+)
+
+type compactWriter struct {
+	http.ResponseWriter
+	g    *Gateway
+	info *reqInfo
+	head bool
+
+	mode   compactMode
+	code   int
+	buf    *[]byte
+	events *compact.EventWriter
+}
+
+func (c *compactWriter) WriteHeader(code int) {
+	if c.mode != modeUndecided {
+		return
+	}
+	c.code = code
+	h := c.Header()
+	if id := h.Get("Audit-Id"); id != "" {
+		c.info.auditID = id
+	}
+	for _, k := range droppedResponseHeaders {
+		delete(h, k)
+	}
+	ct := h.Get("Content-Type")
+	jsonBody := strings.HasPrefix(ct, "application/json") && h.Get("Content-Encoding") == ""
+	switch {
+	case !c.g.cfg.Compact || !jsonBody || c.head || code < 200 || code == http.StatusNoContent:
+		c.mode = modePass
+	case c.info.watch:
+		c.mode = modeEvents
+		c.events = compact.NewEventWriter(c.ResponseWriter, c.g.cfg.MaxCompactBytes)
+	default:
+		if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && cl > int64(c.g.cfg.MaxCompactBytes) {
+			c.mode = modePass
+			break
+		}
+		c.mode = modeBuffer
+		c.buf = c.g.respBufs.Get().(*[]byte)
+		return // the real header is written by finish, with the compacted length
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *compactWriter) Write(p []byte) (int, error) {
+	if c.mode == modeUndecided {
+		c.WriteHeader(http.StatusOK)
+	}
+	switch c.mode {
+	case modeBuffer:
+		if len(*c.buf)+len(p) <= c.g.cfg.MaxCompactBytes {
+			*c.buf = append(*c.buf, p...)
+			return len(p), nil
+		}
+		// Over the cap: stream from here on, untouched, with the upstream's own framing.
+		c.mode = modePass
+		c.g.metrics.compactSkipped.WithLabelValues("too-large").Inc()
+		c.ResponseWriter.WriteHeader(c.code)
+		if _, err := c.ResponseWriter.Write(*c.buf); err != nil {
+			return 0, err
+		}
+		c.release()
+		return c.ResponseWriter.Write(p)
+	case modeEvents:
+		return c.events.Write(p)
+	default:
+		return c.ResponseWriter.Write(p)
+	}
+}
+
+// Flush is a no-op while buffering (ReverseProxy flushes after every write of a chunked upstream body).
+func (c *compactWriter) Flush() {
+	if c.mode == modeBuffer {
+		return
+	}
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection (deadlines).
+func (c *compactWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// finish writes a buffered response, compacted when it is valid JSON and as received otherwise.
+func (c *compactWriter) finish() {
+	switch c.mode {
+	case modeEvents:
+		_ = c.events.Close()
+		return
+	case modeBuffer:
+	default:
+		return
+	}
+	defer c.release()
+	body := *c.buf
+	out := c.g.respBufs.Get().(*[]byte)
+	defer c.g.putRespBuf(out)
+	compacted, err := compact.Append((*out)[:0], body)
+	if err == nil {
+		*out = compacted
+		c.g.metrics.compactSaved.Add(float64(len(body) - len(compacted)))
+		body = compacted
+	} else {
+		c.g.metrics.compactSkipped.WithLabelValues("invalid-json").Inc()
+	}
+	h := c.Header()
+	h.Del("Transfer-Encoding")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	c.ResponseWriter.WriteHeader(c.code)
+	_, _ = c.ResponseWriter.Write(body)
+}
+
+func (c *compactWriter) release() {
+	if c.buf != nil {
+		c.g.putRespBuf(c.buf)
+		c.buf = nil
+	}
+}
+
+func newBufPool(size int) *sync.Pool {
+	return &sync.Pool{New: func() any { b := make([]byte, 0, size); return &b }}
+}
+
+func (g *Gateway) putRespBuf(b *[]byte) {
+	if cap(*b) <= 2*g.cfg.MaxCompactBytes {
+		*b = (*b)[:0]
+		g.respBufs.Put(b)
+	}
+}

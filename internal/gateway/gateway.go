@@ -1,0 +1,192 @@
+// Package gateway is picogate's device-facing HTTP server: plain HTTP from microcontrollers on the LAN,
+// forwarded to the Kubernetes API server over TLS. The request path is one straight line of middlewares,
+// each tested alone:
+//
+//	observe → sourceCheck → authenticate → authorize → limit → compaction → proxy (rewrite → upstream)
+//
+// A device is forwarded as its own node (Impersonate-User system:node:NAME, groups system:nodes and
+// picogate:devices), so the API server's Node authorizer and NodeRestriction confine it; the policy in
+// front is defense in depth. The gateway's own health and metrics are served on a separate admin port,
+// never on the device port.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/picogate/picogate/internal/policy"
+)
+
+// Config configures a Gateway. Zero values take the documented defaults.
+type Config struct {
+	// Upstream is the API server's base URL. Required.
+	Upstream *url.URL
+	// Transport carries forwarded requests with the gateway's own credential. Required.
+	Transport http.RoundTripper
+	// Registry identifies devices. Nil means no device records: only the shared identity works.
+	Registry Registry
+	// SharedIdentity forwards requests without a device credential with the gateway's own identity,
+	// exactly as the seed's nginx did. Devices that do authenticate are still forwarded as themselves.
+	SharedIdentity bool
+	// AllowCIDRs are the source networks allowed to connect. Default: loopback, RFC 1918, IPv6 ULA and
+	// link-local (DefaultAllowCIDRs).
+	AllowCIDRs []netip.Prefix
+	// Policy is the device allowlist. Default policy.Default().
+	Policy *policy.Policy
+	// Compact turns on MCU-sized responses (picogate serve's default is on; the zero Config is off so a
+	// test or embedder opts in explicitly).
+	Compact bool
+	// MaxCompactBytes caps the response buffered for compaction. Default 256 KiB.
+	MaxCompactBytes int
+	// MaxBodyBytes caps request bodies (413 beyond). Default 64 KiB.
+	MaxBodyBytes int64
+	// BodyTimeout bounds receiving a request body. Default 10s.
+	BodyTimeout time.Duration
+	// UpstreamTimeout bounds a non-watch request's round trip to the API server. Default 5s.
+	UpstreamTimeout time.Duration
+	// WriteTimeout bounds each write to a device (for watches, each event). Default 30s.
+	WriteTimeout time.Duration
+	// MaxInFlight caps concurrent non-watch requests (503 beyond). Default 512.
+	MaxInFlight int
+	// MaxWatches caps concurrent watches (503 beyond). Default 20000.
+	MaxWatches int
+	// DeviceRate and DeviceBurst are each device's rate limit (requests/s, burst). Default 5 and 20.
+	DeviceRate  float64
+	DeviceBurst int
+	// AccessLog writes one log line per request. picogate serve turns it on.
+	AccessLog bool
+	// Logger receives the gateway's logs; AccessLogger the access log (default Logger).
+	Logger, AccessLogger *slog.Logger
+}
+
+// DefaultAllowCIDRs are the networks a LAN device can come from.
+func DefaultAllowCIDRs() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "169.254.0.0/16", "fe80::/10"} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}
+
+// Gateway serves devices.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	access   *slog.Logger
+	registry Registry
+	policy   *policy.Policy
+	metrics  *metrics
+	proxy    *httputil.ReverseProxy
+	handler  http.Handler
+	states   deviceStates
+
+	inflight, watches atomic.Int64
+	bodies            sync.Pool
+	respBufs          *sync.Pool
+
+	watchCtx   context.Context
+	stopWatchs context.CancelFunc
+}
+
+// New validates cfg, reporting every problem at once, and builds the gateway.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.AllowCIDRs == nil {
+		cfg.AllowCIDRs = DefaultAllowCIDRs()
+	}
+	setDefault(&cfg.MaxCompactBytes, 256<<10)
+	setDefault(&cfg.MaxBodyBytes, 64<<10)
+	setDefault(&cfg.BodyTimeout, 10*time.Second)
+	setDefault(&cfg.UpstreamTimeout, 5*time.Second)
+	setDefault(&cfg.WriteTimeout, 30*time.Second)
+	setDefault(&cfg.MaxInFlight, 512)
+	setDefault(&cfg.MaxWatches, 20000)
+	setDefault(&cfg.DeviceRate, 5)
+	setDefault(&cfg.DeviceBurst, 20)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AccessLogger == nil {
+		cfg.AccessLogger = cfg.Logger
+	}
+	var errs []error
+	if cfg.Upstream == nil || cfg.Upstream.Host == "" {
+		errs = append(errs, errors.New("upstream URL is required"))
+	}
+	if cfg.Transport == nil {
+		errs = append(errs, errors.New("upstream transport is required"))
+	}
+	if cfg.Registry == nil && !cfg.SharedIdentity {
+		errs = append(errs, errors.New("no device registry and no shared identity: nobody could be forwarded"))
+	}
+	if len(cfg.AllowCIDRs) == 0 {
+		errs = append(errs, errors.New("allowed source networks are empty: every device would be refused"))
+	}
+	if cfg.MaxCompactBytes < 4096 {
+		errs = append(errs, fmt.Errorf("compact max bytes %d is below 4096", cfg.MaxCompactBytes))
+	}
+	for name, v := range map[string]float64{"max body bytes": float64(cfg.MaxBodyBytes), "max in-flight": float64(cfg.MaxInFlight),
+		"max watches": float64(cfg.MaxWatches), "device rate": cfg.DeviceRate, "device burst": float64(cfg.DeviceBurst),
+		"body timeout": float64(cfg.BodyTimeout), "upstream timeout": float64(cfg.UpstreamTimeout), "write timeout": float64(cfg.WriteTimeout)} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative", name))
+		}
+	}
+	if cfg.Policy == nil {
+		p, err := policy.New(policy.Default())
+		if err != nil {
+			errs = append(errs, err)
+		}
+		cfg.Policy = p
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("invalid gateway configuration: %w", err)
+	}
+	g := &Gateway{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		access:   cfg.AccessLogger,
+		registry: cfg.Registry,
+		policy:   cfg.Policy,
+		metrics:  newMetrics(),
+		respBufs: newBufPool(16 << 10),
+	}
+	g.bodies.New = func() any { b := make([]byte, 0, 4<<10); return &b }
+	g.states.g = g
+	g.watchCtx, g.stopWatchs = context.WithCancel(context.Background())
+	g.proxy = g.newProxy()
+	g.handler = chain(g.proxy, g.observe, g.sourceCheck, g.authenticate, g.authorize, g.limit, g.compaction)
+	return g, nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// chain composes middlewares so the first listed is outermost.
+func chain(h http.Handler, mws ...func(http.Handler) http.Handler) http.Handler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
+
+// Handler is the device-facing handler.
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// DeviceChanged is the registry's OnChange hook: a rotated, revoked or deleted device's open watches end.
+func (g *Gateway) DeviceChanged(name string, stillRegistered bool) { g.states.changed(name, stillRegistered) }
+
+// EndWatches ends every open watch (shutdown): devices see their streams close and reconnect elsewhere.
+func (g *Gateway) EndWatches() { g.stopWatchs() }

@@ -1,0 +1,61 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the gateway's Prometheus metrics, registered on its own registry and served only on the
+// admin port. Label values are bounded: codes, policy rule names, fixed reasons, registered devices.
+type metrics struct {
+	reg            *prometheus.Registry
+	requests       *prometheus.CounterVec   // code, route
+	duration       *prometheus.HistogramVec // route (non-watch)
+	inFlight       prometheus.Gauge
+	watchesOpen    prometheus.Gauge
+	upstreamErrors *prometheus.CounterVec // kind
+	authFailures   *prometheus.CounterVec // reason
+	overloaded     prometheus.Counter
+	responseBytes  prometheus.Counter
+	overBuffer     prometheus.Counter
+	compactSaved   prometheus.Counter
+	compactSkipped *prometheus.CounterVec // reason
+	deviceRequests *prometheus.CounterVec // device, code
+	deviceLimited  *prometheus.CounterVec // device
+	deviceLastSeen *prometheus.GaugeVec   // device
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_requests_total", Help: "Device requests by HTTP status code and route class (the policy rule)."}, []string{"code", "route"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "picogate_request_duration_seconds", Help: "Time to answer non-watch device requests, by route class.", Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"route"})
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "picogate_requests_in_flight", Help: "Device requests being served, watches included."})
+	m.watchesOpen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "picogate_watches_open", Help: "Watches being streamed to devices."})
+	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_upstream_errors_total", Help: "Requests the API server did not answer, by kind (refused, timeout, transport, truncated)."}, []string{"kind"})
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_auth_failures_total", Help: "Refused credentials by reason (never by credential)."}, []string{"reason"})
+	m.overloaded = prometheus.NewCounter(prometheus.CounterOpts{Name: "picogate_overloaded_total", Help: "Requests refused with 503 because the in-flight or watch cap was reached."})
+	m.responseBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "picogate_response_bytes_total", Help: "Body bytes sent to devices."})
+	m.overBuffer = prometheus.NewCounter(prometheus.CounterOpts{Name: "picogate_responses_over_4k_total", Help: "Non-watch responses whose body is over 4096 bytes, more than the reference firmware can receive."})
+	m.compactSaved = prometheus.NewCounter(prometheus.CounterOpts{Name: "picogate_compaction_saved_bytes_total", Help: "Bytes removed from responses by compaction."})
+	m.compactSkipped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_compaction_skipped_total", Help: "JSON responses passed through uncompacted, by reason."}, []string{"reason"})
+	m.deviceRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_device_requests_total", Help: "Requests per registered device by HTTP status code."}, []string{"device", "code"})
+	m.deviceLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_device_rate_limited_total", Help: "Requests refused with 429 per registered device."}, []string{"device"})
+	m.deviceLastSeen = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "picogate_device_last_seen_timestamp_seconds", Help: "When a registered device last made a request (Unix time)."}, []string{"device"})
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.watchesOpen, m.upstreamErrors, m.authFailures, m.overloaded,
+		m.responseBytes, m.overBuffer, m.compactSaved, m.compactSkipped, m.deviceRequests, m.deviceLimited, m.deviceLastSeen,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		f(c)
+	}
+	for _, r := range []string{"missing", "malformed", "unknown", "revoked", "wrong-source", "registry-not-synced"} {
+		m.authFailures.WithLabelValues(r)
+	}
+	return m
+}
+
+// forgetDevice drops a removed device's series so the label set stays bounded by the registry.
+func (m *metrics) forgetDevice(name string) {
+	m.deviceRequests.DeletePartialMatch(prometheus.Labels{"device": name})
+	m.deviceLimited.DeleteLabelValues(name)
+	m.deviceLastSeen.DeleteLabelValues(name)
+}

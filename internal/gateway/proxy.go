@@ -1,0 +1,91 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/picogate/picogate/internal/status"
+)
+
+// newProxy builds the forwarding step: header hygiene and impersonation in Rewrite, then the upstream
+// transport. Watches are flushed event by event (ReverseProxy flushes at once when the upstream sends no
+// Content-Length, which the API server never does for a watch).
+func (g *Gateway) newProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:       g.rewrite,
+		Transport:     g.cfg.Transport,
+		FlushInterval: -1,
+		BufferPool:    &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}},
+		ErrorHandler:  g.proxyError,
+		ErrorLog:      nil,
+	}
+}
+
+// rewrite builds the outgoing request. Nothing that could carry identity survives from the device:
+// Authorization, every Impersonate-* and X-Remote-* header (the API server's impersonation and
+// front-proxy headers), and cookies. ReverseProxy has already removed hop-by-hop and X-Forwarded-*
+// headers. A device is then impersonated as its own node; with the shared identity nothing is added.
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(g.cfg.Upstream)
+	h := pr.Out.Header
+	for k := range h {
+		if len(k) >= 9 && (strings.HasPrefix(k, "Impersonate-") || strings.HasPrefix(k, "X-Remote-")) {
+			delete(h, k)
+		}
+	}
+	delete(h, "Authorization")
+	delete(h, "Proxy-Authorization")
+	delete(h, "Cookie")
+	pr.SetXForwarded() // the API server's audit log then records the device's address in sourceIPs
+	delete(h, "X-Forwarded-Host")
+	delete(h, "X-Forwarded-Proto")
+	if d := infoFrom(pr.In).device; d != nil {
+		h["Impersonate-User"] = d.User
+		h["Impersonate-Group"] = d.Groups
+	}
+}
+
+// proxyError answers when the API server could not be reached or did not answer in time: 503 with
+// Retry-After, never a hang and never a half response dressed up as a whole one.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	info := infoFrom(r)
+	kind := upstreamErrorKind(r, err)
+	info.reason = "upstream: " + kind
+	if kind == "client-gone" {
+		return // nobody to answer; the access log records it
+	}
+	g.metrics.upstreamErrors.WithLabelValues(kind).Inc()
+	g.log.Warn("upstream request failed", "kind", kind, "err", err, "method", r.Method, "path", r.URL.Path)
+	if kind == "timeout" {
+		status.WriteRetry(w, http.StatusServiceUnavailable, "the Kubernetes API server did not answer in time", retryAfterUnavailable)
+		return
+	}
+	status.WriteRetry(w, http.StatusServiceUnavailable, "the Kubernetes API server is unavailable", retryAfterUnavailable)
+}
+
+func upstreamErrorKind(r *http.Request, err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		return "client-gone"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	default:
+		return "transport"
+	}
+}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return *(p.pool.Get().(*[]byte)) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }

@@ -1,0 +1,152 @@
+// Package upstream connects picogate to the Kubernetes API server: it finds the kubeconfig the way a k3s
+// user expects, and builds the TLS transport with client-go, so client certificates, bearer-token files
+// and exec plugins behave exactly as they do for kubectl. A rotated client-certificate file is picked up
+// without a restart (k3s rotates its certificates; nginx keeps the old one until reloaded).
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/transport"
+)
+
+// K3sKubeconfig is where k3s writes its admin kubeconfig; picogate uses it when nothing else is given.
+const K3sKubeconfig = "/etc/rancher/k3s/k3s.yaml"
+
+// Config says how to reach the API server. The zero value finds a kubeconfig as described on Kubeconfig.
+type Config struct {
+	// Kubeconfig is a kubeconfig path. Empty means $KUBECONFIG, else /etc/rancher/k3s/k3s.yaml if it is
+	// readable, else the in-cluster service-account configuration.
+	Kubeconfig string
+	// Context selects a kubeconfig context; empty means the current one.
+	Context string
+	// HTTP2 speaks HTTP/2 to the API server (client-go's default). false uses a pool of HTTP/1.1
+	// connections, which costs less CPU per request on small machines (see docs/benchmarks.md).
+	HTTP2 bool
+	// MaxIdleConns is the HTTP/1.1 idle pool size. Default 128.
+	MaxIdleConns int
+	// CertReloadInterval is how often client-go re-reads client-certificate files named in the
+	// kubeconfig. client-go's default is 5 minutes. It is process-wide (a client-go setting). Default 10s.
+	CertReloadInterval time.Duration
+	// DialTimeout bounds connecting to the API server. Default 5s.
+	DialTimeout time.Duration
+}
+
+// Upstream is a connection to one API server.
+type Upstream struct {
+	// URL is the API server's base URL (a path prefix, as in Rancher-style URLs, is kept).
+	URL *url.URL
+	// Transport carries forwarded device requests, authenticated as the gateway's own identity.
+	Transport http.RoundTripper
+	// REST is the client-go configuration the transport was built from (for the gateway's own clients).
+	REST *rest.Config
+	// Client is a typed client with the gateway's identity (registry, readiness checks).
+	Client kubernetes.Interface
+	// Source says where the configuration came from, for the start-up log line.
+	Source string
+}
+
+// New loads the configuration and builds the transport. It does not contact the API server.
+func New(cfg Config) (*Upstream, error) {
+	if cfg.MaxIdleConns == 0 {
+		cfg.MaxIdleConns = 128
+	}
+	if cfg.CertReloadInterval == 0 {
+		cfg.CertReloadInterval = 10 * time.Second
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	var errs []error
+	if cfg.MaxIdleConns < 0 {
+		errs = append(errs, errors.New("max idle connections must not be negative"))
+	}
+	if cfg.CertReloadInterval < time.Second {
+		errs = append(errs, errors.New("certificate reload interval must be at least 1s"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	rc, source, err := LoadREST(cfg.Kubeconfig, cfg.Context)
+	if err != nil {
+		return nil, err
+	}
+	return FromREST(rc, source, cfg)
+}
+
+// FromREST builds an Upstream from an existing client-go configuration.
+func FromREST(rc *rest.Config, source string, cfg Config) (*Upstream, error) {
+	// client-go polls certificate files on this interval; the variable exists for exactly this purpose.
+	transport.CertCallbackRefreshDuration = cfg.CertReloadInterval
+	rc = rest.CopyConfig(rc)
+	rc.QPS, rc.Burst = 50, 100
+	if !cfg.HTTP2 {
+		rc.NextProtos = []string{"http/1.1"}
+	}
+	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	rc.Dial = d.DialContext
+	rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		if t, ok := rt.(*http.Transport); ok {
+			t.MaxIdleConns = cfg.MaxIdleConns
+			t.MaxIdleConnsPerHost = cfg.MaxIdleConns
+			t.IdleConnTimeout = 90 * time.Second
+			t.ResponseHeaderTimeout = 0 // watches; non-watch requests are bounded by the gateway
+		}
+		return rt
+	}
+	u, err := url.Parse(rc.Host)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("kubeconfig (%s): server %q is not a URL", source, rc.Host)
+	}
+	if u.Scheme == "" {
+		u.Scheme = "https"
+	}
+	rt, err := rest.TransportFor(rc)
+	if err != nil {
+		return nil, fmt.Errorf("building API server transport from %s: %w", source, err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("building API client from %s: %w", source, err)
+	}
+	return &Upstream{URL: u, Transport: rt, REST: rc, Client: cs, Source: source}, nil
+}
+
+// LoadREST finds and loads the client configuration: explicit path, $KUBECONFIG, the k3s kubeconfig, or
+// in-cluster, in that order. The returned source names which one was used.
+func LoadREST(path, context string) (*rest.Config, string, error) {
+	if path == "" {
+		path = os.Getenv("KUBECONFIG")
+	}
+	if path == "" {
+		if f, err := os.Open(K3sKubeconfig); err == nil {
+			_ = f.Close()
+			path = K3sKubeconfig
+		}
+	}
+	if path == "" {
+		rc, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, "", fmt.Errorf("no kubeconfig: --kubeconfig and $KUBECONFIG are unset, %s is not readable, and not in a cluster (%v)", K3sKubeconfig, err)
+		}
+		return rc, "in-cluster service account", nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, "", fmt.Errorf("reading kubeconfig: %w", err)
+	}
+	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: path}
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("loading kubeconfig %s: %w", path, err)
+	}
+	return rc, path, nil
+}
