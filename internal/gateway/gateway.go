@@ -186,7 +186,9 @@ func chain(h http.Handler, mws ...func(http.Handler) http.Handler) http.Handler 
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
 // DeviceChanged is the registry's OnChange hook: a rotated, revoked or deleted device's open watches end.
-func (g *Gateway) DeviceChanged(name string, stillRegistered bool) { g.states.changed(name, stillRegistered) }
+func (g *Gateway) DeviceChanged(name string, stillRegistered bool) {
+	g.states.changed(name, stillRegistered)
+}
 
 // EndWatches ends every open watch (shutdown): devices see their streams close and reconnect elsewhere.
 func (g *Gateway) EndWatches() { g.stopWatchs() }
