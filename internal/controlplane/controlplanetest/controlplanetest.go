@@ -1,0 +1,36 @@
+// Package controlplanetest starts a real local control plane for a test: one call, failure (not
+// a skip) when the binaries are missing, cleanup registered, and the API server's log shown when
+// the test fails.
+package controlplanetest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/picogate/picogate/internal/controlplane"
+)
+
+// logLines is how much of kube-apiserver's log a failed test shows: enough for the last few
+// requests and any fatal error.
+const logLines = 40
+
+// Start starts a control plane for cfg and stops it when t and its subtests are done. It fails
+// t at once when that cannot be done, with Start's error: for missing binaries that reads
+// "kube-apiserver not found in DIR: run `make controlplane`". The control plane outlives
+// t.Context() on purpose: cleanups registered after this call still reach the API server.
+func Start(t testing.TB, cfg controlplane.Config) *controlplane.ControlPlane {
+	t.Helper()
+	c, err := controlplane.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err) // already says "starting control plane: ..."
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last %d lines of %s:\n%s", logLines, c.LogFile(controlplane.APIServer), c.LogTail(controlplane.APIServer, logLines))
+		}
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping control plane: %v", err)
+		}
+	})
+	return c
+}
