@@ -1,0 +1,271 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/picogate/picogate/internal/gatewaytest"
+)
+
+// TestFirmwareSequenceTokenMode: the firmware with its one added header, forwarded as its own node.
+func TestFirmwareSequenceTokenMode(t *testing.T) {
+	gw := startGateway(t)
+	cred := addDevice(t, "fw-token-1")
+	if !strings.HasPrefix(cred.Header, "Authorization: Bearer ") || cred.Token == "" || cred.Auth != "token" {
+		t.Fatalf("device add -o json: got %+v, want a token and its header", cred)
+	}
+	waitAuthenticated(t, gw, cred.Token)
+	firmwareSequence(t, gw.Addr, "", "fw-token-1", cred.Header)
+}
+
+// TestFirmwareSequenceIPMode: the unmodified firmware on a reserved address, recognised by its source.
+func TestFirmwareSequenceIPMode(t *testing.T) {
+	gw := startGateway(t)
+	cred := addDevice(t, "fw-ip-1", "--auth", "ip", "--ip", "127.0.0.21")
+	if cred.Auth != "ip" || cred.Token != "" || cred.Source != "127.0.0.21/32" {
+		t.Fatalf("device add -o json: got %+v, want ip mode at 127.0.0.21/32 and no token", cred)
+	}
+	if !gatewaytest.WaitFor(context.Background(), 5*time.Second, func() bool {
+		return firmwareDo(t, gw.Addr, "127.0.0.21", "GET", "/version", "", "", "").code == 200
+	}) {
+		t.Fatal("ip-mode device not recognised within 5s")
+	}
+	firmwareSequence(t, gw.Addr, "127.0.0.21", "fw-ip-1", "")
+	// Another address on the LAN is nobody.
+	if r := firmwareDo(t, gw.Addr, "127.0.0.22", "GET", "/api/v1/nodes/fw-ip-1", "", "", ""); r.code != 401 {
+		t.Errorf("from an unregistered address: got %d, want 401", r.code)
+	}
+}
+
+func waitAuthenticated(t testing.TB, gw *gatewaytest.Gateway, token string) {
+	t.Helper()
+	if !gatewaytest.WaitFor(context.Background(), 5*time.Second, func() bool {
+		return firmwareDo(t, gw.Addr, "", "GET", "/version", "", "", "Authorization: Bearer "+token).code == 200
+	}) {
+		t.Fatal("new device not accepted by the gateway within 5s")
+	}
+}
+
+// TestRevocationTakesEffectQuickly measures the time from `device revoke` returning to the first 401,
+// and checks an open watch of the device is ended.
+func TestRevocationTakesEffectQuickly(t *testing.T) {
+	gw := startGateway(t)
+	cred := addDevice(t, "revoke-me-1")
+	waitAuthenticated(t, gw, cred.Token)
+	if r := firmwareDo(t, gw.Addr, "", "POST", "/api/v1/nodes", "application/json", firmwareNode(t, "revoke-me-1", "127.0.0.1"), cred.Header); r.code != 201 {
+		t.Fatalf("POST node: got %d %s", r.code, r.body)
+	}
+	req, _ := http.NewRequest("GET", gw.URL()+"/api/v1/pods?fieldSelector=spec.nodeName%3Drevoke-me-1&watch=1", nil)
+	req.Header.Set("Authorization", "Bearer "+cred.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("watch: %v %v", err, resp)
+	}
+	watchEnded := make(chan struct{})
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := resp.Body.Read(buf); err != nil {
+				close(watchEnded)
+				return
+			}
+		}
+	}()
+
+	picogate(t, "device", "revoke", "revoke-me-1")
+	revoked := time.Now()
+	var took time.Duration
+	for {
+		r := firmwareDo(t, gw.Addr, "", "GET", "/api/v1/nodes/revoke-me-1", "", "", cred.Header)
+		if r.code == 401 {
+			took = time.Since(revoked)
+			break
+		}
+		if time.Since(revoked) > 5*time.Second {
+			t.Fatalf("still %d 5s after revoke", r.code)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("revocation took effect after %v", took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Errorf("revocation took %v, want at most 2s", took)
+	}
+	select {
+	case <-watchEnded:
+	case <-time.After(2 * time.Second):
+		t.Error("the revoked device's open watch was not ended within 2s")
+	}
+	// Rotation re-enables it with a new token; the old one stays refused.
+	out := picogate(t, "device", "rotate", "revoke-me-1", "-o", "json")
+	if !strings.Contains(out, `"token": "pgt_`) {
+		t.Fatalf("rotate: got %q, want a new token", out)
+	}
+	if r := firmwareDo(t, gw.Addr, "", "GET", "/version", "", "", cred.Header); r.code != 401 {
+		t.Errorf("old token after rotate: got %d, want 401", r.code)
+	}
+}
+
+// TestDeviceCLI covers list output and the one-line errors of bad input.
+func TestDeviceCLI(t *testing.T) {
+	addDevice(t, "cli-dev-1")
+	addDevice(t, "cli-dev-2", "--auth", "ip", "--ip", "192.168.50.2")
+	out := picogate(t, "device", "list")
+	for _, want := range []string{"NAME", "cli-dev-1", "token", "cli-dev-2", "192.168.50.2/32"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("device list: got %q, want %q in it", out, want)
+		}
+	}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad name", []string{"device", "add", "Pico_1"}, "invalid device name"},
+		{"duplicate", []string{"device", "add", "cli-dev-1"}, "already exists"},
+		{"ip without address", []string{"device", "add", "cli-dev-3", "--auth", "ip"}, "--ip"},
+		{"unknown mode", []string{"device", "add", "cli-dev-3", "--auth", "magic"}, "unknown auth mode"},
+		{"revoke unknown", []string{"device", "revoke", "nobody-here"}, "no device"},
+		{"rotate ip device", []string{"device", "rotate", "cli-dev-2"}, "only token devices"},
+		{"no name", []string{"device", "add"}, "NAME"},
+		{"batch with a taken name", []string{"device", "add", "--count", "2", "--prefix", "cli-dev-"}, "already exists"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, stderr, err := picogateResult(t, tt.args...)
+			if err == nil {
+				t.Fatal("got exit 0, want an error")
+			}
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			if len(lines) != 1 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("got %q, want one line mentioning %q", stderr, tt.want)
+			}
+		})
+	}
+	// A batch refused for one taken name wrote nothing.
+	if _, err := admin(cluster(t)).CoreV1().Secrets("picogate-system").Get(context.Background(), "device-cli-dev-3", metav1.GetOptions{}); err == nil {
+		t.Error("a refused add left a record behind")
+	}
+}
+
+// hostile is one request a compromised or buggy device might send.
+type hostile struct {
+	name     string
+	local    string // source address, "" for 127.0.0.1
+	method   string
+	path     string
+	headers  []string
+	body     string
+	wantCode int
+	reaches  bool // may it reach the API server
+}
+
+// TestHostileRequests sends a table of hostile requests as device hostile-1 (token) and hostile-ip-1 (ip
+// mode on 127.0.0.31), and counts, from the API server's own audit log, which of them reached it.
+func TestHostileRequests(t *testing.T) {
+	gw := startGateway(t, "--max-body-bytes", "8192", "--max-header-bytes", "8192", "--device-rate", "1000", "--device-burst", "1000")
+	me := addDevice(t, "hostile-1")
+	other := addDevice(t, "hostile-2")
+	addDevice(t, "hostile-ip-1", "--auth", "ip", "--ip", "127.0.0.31")
+	revoked := addDevice(t, "hostile-3")
+	picogate(t, "device", "revoke", "hostile-3")
+	waitAuthenticated(t, gw, me.Token)
+	auth := "Authorization: Bearer " + me.Token
+	if r := firmwareDo(t, gw.Addr, "", "POST", "/api/v1/nodes", "application/json", firmwareNode(t, "hostile-1", "127.0.0.1"), auth); r.code != 201 {
+		t.Fatalf("setup: POST node: %d %s", r.code, r.body)
+	}
+	if r := firmwareDo(t, gw.Addr, "", "POST", "/api/v1/nodes", "application/json", firmwareNode(t, "hostile-2", "127.0.0.1"), other.Header); r.code != 201 {
+		t.Fatalf("setup: POST node 2: %d %s", r.code, r.body)
+	}
+	node2 := `{"apiVersion":"v1","kind":"Node","metadata":{"name":"hostile-2"}}`
+	crb := `{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"pwn"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"cluster-admin"},"subjects":[{"kind":"Group","name":"picogate:devices","apiGroup":"rbac.authorization.k8s.io"}]}`
+	table := []hostile{
+		{name: "own node (control)", method: "GET", path: "/api/v1/nodes/hostile-1", headers: []string{auth}, wantCode: 200, reaches: true},
+		{name: "another node", method: "GET", path: "/api/v1/nodes/hostile-2", headers: []string{auth}, wantCode: 403},
+		{name: "patch another node's status", method: "PATCH", path: "/api/v1/nodes/hostile-2/status", headers: []string{auth}, body: `{}`, wantCode: 403},
+		{name: "create another node", method: "POST", path: "/api/v1/nodes", headers: []string{auth}, body: node2, wantCode: 403, reaches: true},
+		{name: "delete own node", method: "DELETE", path: "/api/v1/nodes/hostile-1", headers: []string{auth}, wantCode: 403},
+		{name: "delete all nodes", method: "DELETE", path: "/api/v1/nodes", headers: []string{auth}, wantCode: 403},
+		{name: "list nodes", method: "GET", path: "/api/v1/nodes", headers: []string{auth}, wantCode: 403},
+		{name: "another node's lease", method: "PUT", path: "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/hostile-2", headers: []string{auth}, body: `{}`, wantCode: 403},
+		{name: "spoofed impersonation to admin", method: "GET", path: "/api/v1/namespaces/kube-system/secrets/any", headers: []string{auth, "Impersonate-User: system:admin", "Impersonate-Group: system:masters"}, wantCode: 403, reaches: true},
+		{name: "spoofed impersonation, no credential", method: "GET", path: "/api/v1/nodes/hostile-2", headers: []string{"Impersonate-User: system:node:hostile-2", "Impersonate-Group: system:nodes"}, wantCode: 401},
+		{name: "front-proxy headers", method: "GET", path: "/api/v1/nodes/hostile-2", headers: []string{"X-Remote-User: system:node:hostile-2", "X-Remote-Group: system:masters"}, wantCode: 401},
+		{name: "another device's token", method: "GET", path: "/api/v1/nodes/hostile-1", headers: []string{other.Header}, wantCode: 403},
+		{name: "ip device from the wrong address", local: "127.0.0.32", method: "GET", path: "/api/v1/nodes/hostile-ip-1", wantCode: 401},
+		{name: "ip device address with another's token", local: "127.0.0.31", method: "GET", path: "/api/v1/nodes/hostile-ip-1", headers: []string{other.Header}, wantCode: 403},
+		{name: "encoded slash", method: "GET", path: "/api/v1/nodes/hostile-1%2Fstatus", headers: []string{auth}, wantCode: 400},
+		{name: "encoded dot dot", method: "GET", path: "/api/v1/nodes/hostile-1/%2e%2e/hostile-2", headers: []string{auth}, wantCode: 400},
+		{name: "dot dot", method: "GET", path: "/api/v1/nodes/hostile-1/../hostile-2", headers: []string{auth}, wantCode: 400},
+		{name: "double slash", method: "GET", path: "/api/v1//nodes/hostile-2", headers: []string{auth}, wantCode: 400},
+		{name: "trailing dot", method: "GET", path: "/api/v1/nodes/hostile-1.", headers: []string{auth}, wantCode: 400},
+		{name: "trailing slash", method: "GET", path: "/api/v1/nodes/hostile-1/", headers: []string{auth}, wantCode: 400},
+		{name: "method override", method: "POST", path: "/api/v1/nodes", headers: []string{auth, "X-HTTP-Method-Override: DELETE"}, body: `{}`, wantCode: 400},
+		{name: "list all pods", method: "GET", path: "/api/v1/pods", headers: []string{auth}, wantCode: 403},
+		{name: "watch all pods", method: "GET", path: "/api/v1/pods?watch=1", headers: []string{auth}, wantCode: 403},
+		{name: "pods of another node", method: "GET", path: "/api/v1/pods?fieldSelector=spec.nodeName%3Dhostile-2", headers: []string{auth}, wantCode: 403},
+		{name: "duplicate field selector", method: "GET", path: "/api/v1/pods?fieldSelector=spec.nodeName%3Dhostile-1&fieldSelector=", headers: []string{auth}, wantCode: 400},
+		{name: "own pods (control)", method: "GET", path: "/api/v1/pods?fieldSelector=spec.nodeName%3Dhostile-1", headers: []string{auth}, wantCode: 200, reaches: true},
+		{name: "list secrets", method: "GET", path: "/api/v1/namespaces/kube-system/secrets", headers: []string{auth}, wantCode: 403},
+		{name: "device registry secrets", method: "GET", path: "/api/v1/namespaces/picogate-system/secrets", headers: []string{auth}, wantCode: 403},
+		{name: "unrelated secret", method: "GET", path: "/api/v1/namespaces/picogate-system/secrets/device-hostile-2", headers: []string{auth}, wantCode: 403, reaches: true},
+		{name: "create a pod", method: "POST", path: "/api/v1/namespaces/default/pods", headers: []string{auth}, body: `{}`, wantCode: 403},
+		{name: "delete a namespace", method: "DELETE", path: "/api/v1/namespaces/default", headers: []string{auth}, wantCode: 403},
+		{name: "cluster-admin binding", method: "POST", path: "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", headers: []string{auth}, body: crb, wantCode: 403},
+		{name: "namespace-wide configmap write", method: "POST", path: "/api/v1/namespaces/default/configmaps", headers: []string{auth}, body: `{}`, wantCode: 403},
+		{name: "exec upgrade", method: "GET", path: "/api/v1/namespaces/default/pods/p/exec?command=sh", headers: []string{auth, "Upgrade: SPDY/3.1", "Connection: Upgrade"}, wantCode: 403},
+		{name: "oversized body", method: "POST", path: "/api/v1/nodes", headers: []string{auth}, body: `{"x":"` + strings.Repeat("a", 9000) + `"}`, wantCode: 413},
+		{name: "revoked token", method: "GET", path: "/api/v1/nodes/hostile-3", headers: []string{revoked.Header}, wantCode: 401},
+		{name: "malformed bearer", method: "GET", path: "/api/v1/nodes/hostile-1", headers: []string{"Authorization: Bearer"}, wantCode: 401},
+		{name: "bearer with junk", method: "GET", path: "/api/v1/nodes/hostile-1", headers: []string{"Authorization: Bearer " + me.Token + " extra"}, wantCode: 401},
+		{name: "basic auth", method: "GET", path: "/api/v1/nodes/hostile-1", headers: []string{"Authorization: Basic YWRtaW46YWRtaW4="}, wantCode: 401},
+		{name: "absurdly long header", method: "GET", path: "/api/v1/nodes/hostile-1", headers: []string{auth, "X-Junk: " + strings.Repeat("j", 20000)}, wantCode: 431},
+		{name: "proxy subresource", method: "GET", path: "/api/v1/nodes/hostile-1/proxy/metrics", headers: []string{auth}, wantCode: 403},
+		{name: "legacy watch path", method: "GET", path: "/api/v1/watch/pods", headers: []string{auth}, wantCode: 403},
+	}
+	if len(table) < 30 {
+		t.Fatalf("got %d hostile requests, want at least 30", len(table))
+	}
+	for i, h := range table {
+		t.Run(h.name, func(t *testing.T) {
+			ua := fmt.Sprintf("hostile-%02d", i)
+			r := rawRequest(t, gw.Addr, h.local, h.method, h.path, ua, h.headers, h.body)
+			if r.code != h.wantCode {
+				t.Errorf("got %d %s, want %d", r.code, trim(r.body), h.wantCode)
+			}
+			if r.code >= 400 && r.code != 431 && !strings.Contains(r.body, `"kind":"Status"`) {
+				t.Errorf("got body %q, want a Kubernetes Status", trim(r.body))
+			}
+		})
+	}
+	audited := auditedUserAgents(t)
+	var reached []string
+	for i, h := range table {
+		ua := fmt.Sprintf("hostile-%02d", i)
+		if got := audited[ua] > 0; got != h.reaches {
+			t.Errorf("%s: reached the API server: got %v, want %v", h.name, got, h.reaches)
+		}
+		if audited[ua] > 0 {
+			reached = append(reached, h.name)
+		}
+	}
+	sort.Strings(reached)
+	t.Logf("%d hostile requests, %d reached the API server (all refused there unless a control): %s", len(table), len(reached), strings.Join(reached, "; "))
+	// Nothing changed: no binding, hostile-2 untouched.
+	if _, err := admin(cluster(t)).RbacV1().ClusterRoleBindings().Get(context.Background(), "pwn", metav1.GetOptions{}); err == nil {
+		t.Error("a device created a ClusterRoleBinding")
+	}
+}
+
+func trim(s string) string {
+	if len(s) > 160 {
+		return s[:160] + "…"
+	}
+	return s
+}

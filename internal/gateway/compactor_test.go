@@ -1,0 +1,103 @@
+package gateway
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const nodeJSON = `{"kind":"Node","apiVersion":"v1","metadata":{"name":"pico-1","managedFields":[{"manager":"k3s-pico-node","operation":"Update"}]},"status":{}}`
+
+func TestCompaction(t *testing.T) {
+	tests := []struct {
+		name        string
+		ctype       string
+		body        string
+		chunks      int
+		watch       bool
+		head        bool
+		wantBody    string
+		wantLength  bool
+		wantHeaders map[string]string
+	}{
+		{name: "node", ctype: "application/json", body: nodeJSON, chunks: 3,
+			wantBody: `{"kind":"Node","apiVersion":"v1","metadata":{"name":"pico-1"},"status":{}}`, wantLength: true},
+		{name: "invalid json kept", ctype: "application/json", body: `{"kind":`, chunks: 1, wantBody: `{"kind":`, wantLength: true},
+		{name: "not json", ctype: "text/plain", body: "ok", chunks: 1, wantBody: "ok"},
+		{name: "over cap passes through", ctype: "application/json", body: `{"a":"` + strings.Repeat("x", 5000) + `","metadata":{"managedFields":[]}}`, chunks: 4,
+			wantBody: `{"a":"` + strings.Repeat("x", 5000) + `","metadata":{"managedFields":[]}}`},
+		{name: "watch events", ctype: "application/json", watch: true, chunks: 5,
+			body:     `{"type":"ADDED","object":` + nodeJSON + "}\n",
+			wantBody: `{"type":"ADDED","object":{"kind":"Node","apiVersion":"v1","metadata":{"name":"pico-1"},"status":{}}}` + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newTestGateway(t, Config{SharedIdentity: true, Compact: true, MaxCompactBytes: 4096})
+			h := g.compaction(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", tt.ctype)
+				w.Header().Set("Audit-Id", "a1")
+				w.Header().Set("X-Kubernetes-Pf-Flowschema-Uid", "f")
+				w.Header().Set("Date", "Tue, 01 Dec 2026 09:00:00 GMT")
+				w.WriteHeader(200)
+				step := max(len(tt.body)/tt.chunks, 1)
+				for i := 0; i < len(tt.body); i += step {
+					_, _ = w.Write([]byte(tt.body[i:min(i+step, len(tt.body))]))
+					w.(http.Flusher).Flush()
+				}
+			}))
+			rec := httptest.NewRecorder()
+			info := &reqInfo{watch: tt.watch}
+			h.ServeHTTP(rec, withInfo(httptest.NewRequest("GET", "/api/v1/nodes/pico-1", nil), info))
+			if got := rec.Body.String(); got != tt.wantBody {
+				t.Errorf("body: got %q, want %q", got, tt.wantBody)
+			}
+			cl := rec.Header().Get("Content-Length")
+			if tt.wantLength && cl != strconv.Itoa(len(tt.wantBody)) {
+				t.Errorf("Content-Length: got %q, want %d", cl, len(tt.wantBody))
+			}
+			for _, k := range []string{"Audit-Id", "X-Kubernetes-Pf-Flowschema-Uid"} {
+				if rec.Header().Get(k) != "" {
+					t.Errorf("%s: got it sent to the device, want it dropped", k)
+				}
+			}
+			if rec.Header().Get("Date") == "" {
+				t.Errorf("Date: got none, want it kept (devices set their clock from it)")
+			}
+			if info.auditID != "a1" {
+				t.Errorf("audit id: got %q, want a1 recorded for the log", info.auditID)
+			}
+		})
+	}
+}
+
+func TestCompactionOffPassesThrough(t *testing.T) {
+	g := newTestGateway(t, Config{SharedIdentity: true})
+	h := g.compaction(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(nodeJSON))
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if rec.Body.String() != nodeJSON {
+		t.Errorf("got %q, want the body untouched", rec.Body.String())
+	}
+}
+
+func TestCompactionTruncatedUpstream(t *testing.T) {
+	g := newTestGateway(t, Config{SharedIdentity: true, Compact: true})
+	h := g.compaction(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(nodeJSON[:40]))
+		panic(http.ErrAbortHandler) // what ReverseProxy does when the upstream body breaks off
+	}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, withInfo(httptest.NewRequest("GET", "/", nil), &reqInfo{}))
+	if rec.Code != http.StatusBadGateway {
+		t.Fatalf("got %d, want 502", rec.Code)
+	}
+	if s := readStatus(t, rec.Body.Bytes()); !strings.Contains(s.Message, "cut off") {
+		t.Errorf("got %q, want a message saying the response was cut off", s.Message)
+	}
+}
