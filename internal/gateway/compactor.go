@@ -93,9 +93,11 @@ func (c *compactWriter) WriteHeader(code int) {
 		c.mode = modeEvents
 		c.events = compact.NewEventWriter(c.ResponseWriter, c.g.cfg.MaxCompactBytes)
 	default:
-		if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && cl > int64(c.g.cfg.MaxCompactBytes) {
-			c.mode = modePass
-			break
+		if v := h.Get("Content-Length"); v != "" {
+			if cl, err := strconv.ParseInt(v, 10, 64); err == nil && cl > int64(c.g.cfg.MaxCompactBytes) {
+				c.mode = modePass
+				break
+			}
 		}
 		c.mode = modeBuffer
 		c.buf = c.g.respBufs.Get().(*[]byte)

@@ -45,7 +45,7 @@ func infoFrom(r *http.Request) *reqInfo {
 func (i *reqInfo) identity() string {
 	switch {
 	case i.device != nil:
-		return devices.NodeUser(i.device.Name)
+		return i.device.User[0] // system:node:NAME, built once per device
 	case i.reason != "" && i.route == "":
 		return "-"
 	default:

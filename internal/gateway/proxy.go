@@ -21,7 +21,7 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 		Rewrite:       g.rewrite,
 		Transport:     g.cfg.Transport,
 		FlushInterval: -1,
-		BufferPool:    &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}},
+		BufferPool:    &bufferPool{pool: sync.Pool{New: func() any { return new([copyBufSize]byte) }}},
 		ErrorHandler:  g.proxyError,
 		ErrorLog:      nil,
 	}
@@ -85,7 +85,14 @@ func upstreamErrorKind(r *http.Request, err error) string {
 	}
 }
 
+// copyBufSize is ReverseProxy's copy buffer; pooled as arrays so Put does not allocate.
+const copyBufSize = 32 << 10
+
 type bufferPool struct{ pool sync.Pool }
 
-func (p *bufferPool) Get() []byte  { return *(p.pool.Get().(*[]byte)) }
-func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
+func (p *bufferPool) Get() []byte { return p.pool.Get().(*[copyBufSize]byte)[:] }
+func (p *bufferPool) Put(b []byte) {
+	if cap(b) >= copyBufSize {
+		p.pool.Put((*[copyBufSize]byte)(b[:copyBufSize]))
+	}
+}
