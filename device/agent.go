@@ -58,7 +58,7 @@ func New(cfg Config) (*Agent, error) {
 	if c.InternalIP == "" {
 		learn = a.learnAddr
 	}
-	a.tr = newTransport(&a.cfg, a.clock, a.stats, learn)
+	a.tr = newTransport(&a.cfg, a.clock, a.stats, learn, a.log)
 	return a, nil
 }
 
@@ -77,6 +77,9 @@ func (a *Agent) Name() string { return a.cfg.Name }
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.started.CompareAndSwap(false, true) {
 		return errors.New("device agent: Run called twice")
+	}
+	if a.internalIP() == "" {
+		a.tr.probeLocalAddr(ctx)
 	}
 	if !a.register(ctx) {
 		return nil

@@ -137,7 +137,7 @@ func blink(ctx context.Context, c Container) error {
 	led := false
 	return tick(ctx, c, func(n int) {
 		led = !led
-		c.Log.Debug("blink", "pod", c.Pod, "container", c.Name, "led", led, "tick", n)
+		c.Log.Debug("blink", "led", led, "tick", n)
 	})
 }
 
@@ -146,6 +146,6 @@ func blink(ctx context.Context, c Container) error {
 func sensor(ctx context.Context, c Container) error {
 	return tick(ctx, c, func(n int) {
 		milli := 21000 + (n%10)*50
-		c.Log.Debug("sensor", "pod", c.Pod, "container", c.Name, "temp_mC", milli, "tick", n)
+		c.Log.Debug("sensor", "temp_mC", milli, "tick", n)
 	})
 }

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -74,9 +76,11 @@ type transport struct {
 	stats     *stats
 	bufs      sync.Pool // *bytes.Buffer for response bodies
 	localAddr func(net.Addr)
+	log       *slog.Logger
+	dial      func(ctx context.Context, network, addr string) (net.Conn, error) // nil with a caller's HTTPClient
 }
 
-func newTransport(c *Config, clk *clock, st *stats, learnAddr func(net.Addr)) *transport {
+func newTransport(c *Config, clk *clock, st *stats, learnAddr func(net.Addr), log *slog.Logger) *transport {
 	t := &transport{
 		gateway:   c.Gateway,
 		token:     c.Token,
@@ -88,6 +92,7 @@ func newTransport(c *Config, clk *clock, st *stats, learnAddr func(net.Addr)) *t
 		clock:     clk,
 		stats:     st,
 		localAddr: learnAddr,
+		log:       log,
 	}
 	t.bufs.New = func() any { return new(bytes.Buffer) }
 	if t.client == nil {
@@ -96,6 +101,7 @@ func newTransport(c *Config, clk *clock, st *stats, learnAddr func(net.Addr)) *t
 			d := &net.Dialer{Timeout: c.RequestTimeout, KeepAlive: 30 * time.Second}
 			dial = d.DialContext
 		}
+		t.dial = dial
 		t.client = &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				conn, err := dial(ctx, network, addr)
@@ -181,6 +187,7 @@ func (t *transport) do(ctx context.Context, method, path, ctype string, body []b
 	if resp.StatusCode >= 300 {
 		ae := statusError(method, path, resp, buf.Bytes())
 		t.stats.fail(httpKind(ae.Code))
+		t.log.Debug("request refused", "method", method, "path", path, "code", ae.Code, "reason", ae.Reason, "message", ae.Message)
 		return ae
 	}
 	v, err := parseJSON(buf.Bytes())
@@ -192,6 +199,29 @@ func (t *transport) do(ctx context.Context, method, path, ctype string, body []b
 		return nil
 	}
 	return fn(resp.StatusCode, v)
+}
+
+// probeLocalAddr opens and closes one connection to the gateway to learn
+// the local address before the first request is built, so the Node is
+// created with its InternalIP. It does nothing with a caller's HTTPClient.
+func (t *transport) probeLocalAddr(ctx context.Context) {
+	if t.dial == nil || t.localAddr == nil {
+		return
+	}
+	u, err := url.Parse(t.gateway)
+	if err != nil {
+		return
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), map[bool]string{true: "443", false: "80"}[u.Scheme == "https"])
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	if conn, err := t.dial(ctx, "tcp", host); err == nil {
+		t.localAddr(conn.LocalAddr())
+		conn.Close()
+	}
 }
 
 func (t *transport) putBuf(b *bytes.Buffer) {

@@ -52,6 +52,12 @@ func (r *podRun) terminate(ctx context.Context) {
 			running = 0
 		}
 	}
+	if r.p.grace == 0 {
+		// Grace 0 (a forced deletion, or any deletion of a pod already
+		// Succeeded or Failed) means the API server removes the object
+		// itself: a status or DELETE now would only meet a 404.
+		return
+	}
 	r.refresh(true)
 	for r.dirty = true; r.dirty; {
 		if r.send(ctx) {

@@ -1,0 +1,55 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/picogate/picogate/device"
+)
+
+// agentDevice is a device run by the real device package.
+type agentDevice struct {
+	a *device.Agent
+}
+
+func newAgent(cfg Config, c Credential) (*agentDevice, error) {
+	src, err := c.sourceIP()
+	if err != nil {
+		return nil, fmt.Errorf("device %q: %w", c.Name, err)
+	}
+	dc := device.Config{
+		Name:    c.Name,
+		Gateway: cfg.Gateway,
+		Token:   c.Token,
+		Apps:    cfg.Apps,
+		Dial:    dialer(src, 10*time.Second),
+		Logger:  cfg.Logger,
+	}
+	if src.IsValid() {
+		dc.InternalIP = src.String()
+	}
+	if !cfg.Jitter {
+		dc.Jitter = -1
+	}
+	if cfg.Tune != nil {
+		cfg.Tune(&dc)
+	}
+	a, err := device.New(dc)
+	if err != nil {
+		return nil, fmt.Errorf("device %q: %w", c.Name, err)
+	}
+	return &agentDevice{a: a}, nil
+}
+
+func (d *agentDevice) Run(ctx context.Context) error { return d.a.Run(ctx) }
+
+func (d *agentDevice) Snapshot() DeviceReport {
+	s := d.a.Status()
+	return DeviceReport{
+		Name: s.Name, Ready: s.Ready, Requests: s.Requests, Errors: s.Errors,
+		LastError: s.LastError, LastErrorAt: s.LastErrorAt,
+		LeaseRenewals: s.LeaseRenewals, LeaseLate: s.LeaseLate, StatusPatches: s.StatusPatches,
+		Pods: s.Pods, Containers: s.Containers,
+	}
+}
