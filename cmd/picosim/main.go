@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -31,12 +32,9 @@ func run() error {
 	reportJSON := flag.String("report-json", "", "also write the final report as JSON to this file")
 	verbose := flag.Bool("v", false, "log each device's activity to stderr")
 	flag.Parse()
-	if *creds == "" {
-		return fmt.Errorf("--credentials is required")
-	}
 	var err error
 	if cfg.Credentials, err = sim.ReadCredentials(*creds); err != nil {
-		return err
+		return fmt.Errorf("--credentials: %w", err)
 	}
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -50,13 +48,8 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	report, runErr := s.Run(ctx)
-	if err := report.WriteText(os.Stdout); err != nil {
-		return err
+	if err := report.WriteText(os.Stdout); err != nil || *reportJSON == "" {
+		return errors.Join(runErr, err)
 	}
-	if *reportJSON != "" {
-		if err := report.WriteJSONFile(*reportJSON); err != nil {
-			return err
-		}
-	}
-	return runErr
+	return errors.Join(runErr, report.WriteJSONFile(*reportJSON))
 }

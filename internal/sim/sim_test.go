@@ -2,7 +2,9 @@ package sim
 
 import (
 	"bytes"
+	"context"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,4 +190,33 @@ func FuzzReadFirmwareResponse(f *testing.F) {
 			t.Fatalf("body of %d bytes cannot fit the buffer", len(res.body))
 		}
 	})
+}
+
+// fakeDevice is a simDevice whose snapshot is fixed.
+type fakeDevice DeviceReport
+
+func (f fakeDevice) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+func (f fakeDevice) Snapshot() DeviceReport        { return DeviceReport(f) }
+
+func TestSummaryLine(t *testing.T) {
+	now := time.Date(2026, 12, 1, 9, 1, 0, 0, time.UTC)
+	s := &Simulator{cfg: Config{Mode: ModeAgent}, devices: []simDevice{
+		fakeDevice{Name: "a", Ready: true, Requests: 30},
+		fakeDevice{Name: "b", Requests: 20, Errors: map[string]uint64{"http-401": 2}, LastErrorAt: now.Add(-time.Second)},
+		fakeDevice{Name: "c", Ready: true, Requests: 10, LastErrorAt: now.Add(-time.Hour)},
+	}}
+	line, req := s.summaryLine(now, now.Add(-time.Minute), 40, 2*time.Second)
+	want := "picosim agent | 3 devices: 2 ready, 1 failing | 10.0 req/s | errors http-401: 2 | 1m0s"
+	if line != want || req != 60 {
+		t.Errorf("got %q, %d; want %q, 60", line, req, want)
+	}
+}
+
+func TestRunStopsWithDuration(t *testing.T) {
+	s := &Simulator{cfg: Config{Mode: ModeAgent, Duration: 50 * time.Millisecond, Summary: io.Discard, SummaryInterval: 10 * time.Millisecond},
+		devices: []simDevice{fakeDevice{Name: "a", Ready: true, Requests: 1}}}
+	rep, err := s.Run(context.Background())
+	if err != nil || rep.Devices != 1 || rep.DevicesReady != 1 || rep.Requests != 1 {
+		t.Errorf("got %+v, %v", rep, err)
+	}
 }
