@@ -1,0 +1,161 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// simReport is the part of picosim's --report-json the bench reads.
+type simReport struct {
+	Devices           int               `json:"devices"`
+	DurationSeconds   float64           `json:"duration_seconds"`
+	Requests          uint64            `json:"requests"`
+	Errors            map[string]uint64 `json:"errors"`
+	DevicesReady      int               `json:"devices_ready"`
+	LeaseRenewals     uint64            `json:"lease_renewals"`
+	LeaseRenewalsLate uint64            `json:"lease_renewals_late"`
+	StatusPatches     uint64            `json:"status_patches"`
+	OversizeResponses uint64            `json:"oversize_responses"`
+	ChunkedResponses  uint64            `json:"chunked_responses"`
+}
+
+// mixResult is one round of the mixed fleet: picosim's agents and firmware boards together.
+type mixResult struct {
+	agent, firmware simReport
+	elapsed         time.Duration
+}
+
+// runMix runs half of the mix devices as agents (the device package: node, lease, status, pod watch)
+// and half as the reference firmware (new connection per request, status every 10 s, config every
+// 30 s), in two picosim processes at once, through t. The window is the whole run, boot included.
+func (l *lab) runMix(ctx context.Context, t *target, window func(bool)) (mixResult, error) {
+	if err := l.mixCredentials(ctx); err != nil {
+		return mixResult{}, err
+	}
+	if err := l.resetMix(ctx); err != nil {
+		return mixResult{}, err
+	}
+	var res mixResult
+	dur := l.cfg.MixDuration.String()
+	dir := filepath.Join(l.dir, "mix-"+t.name+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return res, fmt.Errorf("mix folder: %w", err)
+	}
+	window(true)
+	start := time.Now()
+	var procs []*child
+	for _, mode := range []string{"agent", "firmware"} {
+		c, err := startChild("picosim "+mode, filepath.Join(dir, mode+".log"), filepath.Join(l.cfg.BinDir, "picosim"),
+			"--gateway", "http://"+t.endpoint.Addr, "--credentials", filepath.Join(l.dir, "mix-"+mode+".json"),
+			"--mode", mode, "--duration", dur, "--report-json", filepath.Join(dir, mode+".json"))
+		if err != nil {
+			return res, err
+		}
+		procs = append(procs, c)
+	}
+	var errs []error
+	for _, c := range procs {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			errs = append(errs, c.stop(5*time.Second))
+		case <-time.After(l.cfg.MixDuration + 60*time.Second):
+			errs = append(errs, fmt.Errorf("%s did not finish in time: %s", c.name, c.tail(5)), c.stop(5*time.Second))
+		}
+	}
+	res.elapsed = time.Since(start)
+	window(false)
+	for i, out := range []*simReport{&res.agent, &res.firmware} {
+		b, err := os.ReadFile(filepath.Join(dir, []string{"agent", "firmware"}[i]+".json"))
+		if err == nil {
+			err = json.Unmarshal(b, out)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s report: %w (%s)", procs[i].name, err, procs[i].tail(5)))
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// mixCredentials registers the mix devices once: mix-1 … mix-N, the first half agents.
+func (l *lab) mixCredentials(ctx context.Context) error {
+	if _, err := os.Stat(filepath.Join(l.dir, "mix-firmware.json")); err == nil {
+		return nil
+	}
+	creds, err := l.addDevices(ctx, "mix-", l.cfg.MixDevices)
+	if err != nil {
+		return err
+	}
+	half := len(creds) / 2
+	for name, part := range map[string][]credential{"agent": creds[:half], "firmware": creds[half:]} {
+		b, err := json.Marshal(part)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(l.dir, "mix-"+name+".json"), b, 0o600); err != nil {
+			return fmt.Errorf("writing mix credentials: %w", err)
+		}
+	}
+	return nil
+}
+
+// resetMix deletes the mix devices' Nodes and Leases, so every target sees the same fleet booting for
+// the first time rather than the 409s of devices an earlier round registered.
+func (l *lab) resetMix(ctx context.Context) error {
+	names := make(chan string)
+	errs := make([]error, 8)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			for n := range names {
+				for _, del := range []func() error{
+					func() error { return l.admin.CoreV1().Nodes().Delete(ctx, n, metav1.DeleteOptions{}) },
+					func() error {
+						return l.admin.CoordinationV1().Leases("kube-node-lease").Delete(ctx, n, metav1.DeleteOptions{})
+					},
+				} {
+					if err := del(); err != nil && !apierrors.IsNotFound(err) && errs[i] == nil {
+						errs[i] = fmt.Errorf("resetting mix device %s: %w", n, err)
+					}
+				}
+			}
+		})
+	}
+	for i := 1; i <= l.cfg.MixDevices; i++ {
+		names <- "mix-" + strconv.Itoa(i)
+	}
+	close(names)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// addMix adds a fleet-mix round: requests and errors as picosim counted them; no latencies (picosim
+// does not time requests).
+func (c *cell) addMix(r mixResult, u usage) {
+	for _, s := range []simReport{r.agent, r.firmware} {
+		c.requests += int64(s.Requests)
+		m := map[string]int64{}
+		for k, v := range s.Errors {
+			m[k] = int64(v)
+		}
+		c.addErrors(m)
+	}
+	c.elapsed += r.elapsed
+	if c.extra == nil {
+		c.extra = map[string]float64{}
+	}
+	c.extra["lease_renewals_late"] += float64(r.agent.LeaseRenewalsLate)
+	c.extra["oversize_responses"] += float64(r.firmware.OversizeResponses)
+	c.extra["chunked_responses"] += float64(r.firmware.ChunkedResponses)
+	c.addUse(u, u.PeakRSS > 0)
+}
