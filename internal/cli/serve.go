@@ -39,6 +39,7 @@ func newServe(g *globals) *cobra.Command {
 	f.BoolVar(&cfg.Gateway.Compact, "compact", true, "MCU-sized responses: drop managedFields, send Content-Length, never chunked")
 	f.IntVar(&cfg.Gateway.MaxCompactBytes, "compact-max-bytes", 256<<10, "largest response buffered for compaction; larger ones pass through untouched")
 	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 64<<10, "largest request body accepted (413 beyond)")
+	f.BoolVar(&cfg.Profiling, "profiling", false, "serve net/http/pprof under /debug/pprof/ on the admin port")
 	f.BoolVar(&cfg.Gateway.AccessLog, "access-log", true, "log one line per request")
 	f.DurationVar(&cfg.Gateway.UpstreamTimeout, "upstream-timeout", 5*time.Second, "time the API server has to answer a non-watch request (503 with Retry-After beyond)")
 	f.DurationVar(&cfg.Gateway.WriteTimeout, "write-timeout", 30*time.Second, "time a device has to take each response or watch event")

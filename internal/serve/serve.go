@@ -32,6 +32,7 @@ type Config struct {
 	Server   gateway.ServerConfig
 
 	PolicyFile string // replaces the default device policy
+	Profiling  bool   // net/http/pprof on the admin port
 	Logger     *slog.Logger
 }
 
@@ -113,7 +114,7 @@ func Run(ctx context.Context, cfg Config) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return gw.Serve(gctx, devLn, cfg.Server) })
 	g.Go(func() error {
-		return gateway.ServeAdmin(gctx, adminLn, gw.AdminMux(health.ServeHealth, prober.ServeReady))
+		return gateway.ServeAdmin(gctx, adminLn, gw.AdminMux(health.ServeHealth, prober.ServeReady, cfg.Profiling))
 	})
 	err = g.Wait()
 	stopBg()
