@@ -4,8 +4,9 @@
 // and may read the device registry, and writes a kubeconfig naming a token file and a CA file.
 //
 // The token is a file beside the kubeconfig, not inline, because client-go re-reads a kubeconfig's
-// tokenFile (every minute, and at once after a 401), exactly as it re-reads a pod's projected
-// service-account token: running setup again renews the credential of a running gateway with no restart.
+// tokenFile about once a minute, exactly as it re-reads a pod's projected service-account token: running
+// setup again renews the credential of a running gateway with no restart (the old token stays valid
+// until it expires, so there is no gap).
 package setup
 
 import (
