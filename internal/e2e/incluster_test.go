@@ -74,7 +74,9 @@ func boundToken(t testing.TB, cs kubernetes.Interface, secret string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cs.CoreV1().Secrets("picogate-system").Delete(context.Background(), secret, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Secrets("picogate-system").Delete(context.Background(), secret, metav1.DeleteOptions{})
+	})
 	secs := int64(3600)
 	tr, err := cs.CoreV1().ServiceAccounts("picogate-system").CreateToken(ctx, "picogate", &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
 		ExpirationSeconds: &secs,
