@@ -1,22 +1,24 @@
 // Package upstream connects picogate to the Kubernetes API server: it finds the kubeconfig the way a k3s
 // user expects, and builds the TLS transport with client-go, so client certificates, bearer-token files
 // and exec plugins behave exactly as they do for kubectl. A rotated client-certificate file is picked up
-// without a restart (k3s rotates its certificates; nginx keeps the old one until reloaded).
+// without a restart and without failing a request in flight (k3s rotates its certificates; nginx keeps
+// the old one until reloaded): see rotatingTransport.
 package upstream
 
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"time"
 
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/transport"
 )
 
 // K3sKubeconfig is where k3s writes its admin kubeconfig; picogate uses it when nothing else is given.
@@ -34,11 +36,13 @@ type Config struct {
 	HTTP2 bool
 	// MaxIdleConns is the HTTP/1.1 idle pool size. Default 128.
 	MaxIdleConns int
-	// CertReloadInterval is how often client-go re-reads client-certificate files named in the
-	// kubeconfig. client-go's default is 5 minutes. It is process-wide (a client-go setting). Default 10s.
+	// CertReloadInterval is how often the client-certificate and key files named in the kubeconfig are
+	// read again. Default 10s.
 	CertReloadInterval time.Duration
 	// DialTimeout bounds connecting to the API server. Default 5s.
 	DialTimeout time.Duration
+	// Logger receives certificate rotation messages. Default: discard.
+	Logger *slog.Logger
 }
 
 // Upstream is a connection to one API server.
@@ -57,23 +61,8 @@ type Upstream struct {
 
 // New loads the configuration and builds the transport. It does not contact the API server.
 func New(cfg Config) (*Upstream, error) {
-	if cfg.MaxIdleConns == 0 {
-		cfg.MaxIdleConns = 128
-	}
-	if cfg.CertReloadInterval == 0 {
-		cfg.CertReloadInterval = 10 * time.Second
-	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	var errs []error
-	if cfg.MaxIdleConns < 0 {
-		errs = append(errs, errors.New("max idle connections must not be negative"))
-	}
-	if cfg.CertReloadInterval < time.Second {
-		errs = append(errs, errors.New("certificate reload interval must be at least 1s"))
-	}
-	if err := errors.Join(errs...); err != nil {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
 		return nil, err
 	}
 	rc, source, err := LoadREST(cfg.Kubeconfig, cfg.Context)
@@ -83,32 +72,61 @@ func New(cfg Config) (*Upstream, error) {
 	return FromREST(rc, source, cfg)
 }
 
+// withDefaults fills in the documented defaults and reports every invalid setting at once.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.MaxIdleConns == 0 {
+		cfg.MaxIdleConns = 128
+	}
+	if cfg.CertReloadInterval == 0 {
+		cfg.CertReloadInterval = 10 * time.Second
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	var errs []error
+	if cfg.MaxIdleConns < 0 {
+		errs = append(errs, errors.New("max idle connections must not be negative"))
+	}
+	if cfg.CertReloadInterval < time.Second {
+		errs = append(errs, errors.New("certificate reload interval must be at least 1s"))
+	}
+	return cfg, errors.Join(errs...)
+}
+
 // FromREST builds an Upstream from an existing client-go configuration.
 func FromREST(rc *rest.Config, source string, cfg Config) (*Upstream, error) {
-	// client-go polls certificate files on this interval; the variable exists for exactly this purpose.
-	transport.CertCallbackRefreshDuration = cfg.CertReloadInterval
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	rc = rest.CopyConfig(rc)
 	rc.QPS, rc.Burst = 50, 100
 	if !cfg.HTTP2 {
 		rc.NextProtos = []string{"http/1.1"}
 	}
-	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	rc.Dial = d.DialContext
-	rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
-		if t, ok := rt.(*http.Transport); ok {
-			t.MaxIdleConns = cfg.MaxIdleConns
-			t.MaxIdleConnsPerHost = cfg.MaxIdleConns
-			t.IdleConnTimeout = 90 * time.Second
-			t.ResponseHeaderTimeout = 0 // watches; non-watch requests are bounded by the gateway
-		}
-		return rt
-	}
-	u, err := url.Parse(rc.Host)
-	if err != nil || u.Host == "" {
+	u, perr := url.Parse(rc.Host)
+	if perr != nil || u.Host == "" {
 		return nil, fmt.Errorf("kubeconfig (%s): server %q is not a URL", source, rc.Host)
 	}
 	if u.Scheme == "" {
 		u.Scheme = "https"
+	}
+	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	if certFromFiles(rc) {
+		if rc, err = withRotatingCert(rc, source, cfg, d); err != nil {
+			return nil, err
+		}
+	} else {
+		rc.Dial = d.DialContext
+		rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+			if t, ok := rt.(*http.Transport); ok {
+				tune(t, cfg)
+			}
+			return rt
+		}
 	}
 	rt, err := rest.TransportFor(rc)
 	if err != nil {
@@ -119,6 +137,49 @@ func FromREST(rc *rest.Config, source string, cfg Config) (*Upstream, error) {
 		return nil, fmt.Errorf("building API client from %s: %w", source, err)
 	}
 	return &Upstream{URL: u, Transport: rt, REST: rc, Client: cs, Source: source}, nil
+}
+
+// tune sizes the HTTP/1.1 pool and leaves response headers unbounded: watches answer late by design, and
+// non-watch requests are bounded by the gateway.
+func tune(t *http.Transport, cfg Config) {
+	t.MaxIdleConns = cfg.MaxIdleConns
+	t.MaxIdleConnsPerHost = cfg.MaxIdleConns
+	t.IdleConnTimeout = 90 * time.Second
+	t.ResponseHeaderTimeout = 0
+}
+
+// certFromFiles reports whether the client certificate and key are files (which can be rotated), not
+// data inlined in the kubeconfig.
+func certFromFiles(rc *rest.Config) bool {
+	return rc.CertFile != "" && rc.KeyFile != "" && len(rc.CertData) == 0 && len(rc.KeyData) == 0
+}
+
+// withRotatingCert returns a copy of rc whose TLS is carried by a rotatingTransport over the certificate
+// files, so the typed client and the forwarding transport both follow a rotation. Everything else of rc
+// (bearer tokens, impersonation, user agent) still applies on top.
+func withRotatingCert(rc *rest.Config, source string, cfg Config, d *net.Dialer) (*rest.Config, error) {
+	base := rest.CopyConfig(rc)
+	base.CertFile, base.KeyFile = "", ""
+	build := func(cert, key []byte) (*http.Transport, error) {
+		c := rest.CopyConfig(base)
+		c.CertData, c.KeyData = cert, key
+		tlsCfg, err := rest.TLSConfigFor(c)
+		if err != nil {
+			return nil, fmt.Errorf("TLS configuration from %s: %w", source, err)
+		}
+		t := &http.Transport{TLSClientConfig: tlsCfg, DialContext: d.DialContext, Proxy: c.Proxy, DisableCompression: c.DisableCompression}
+		tune(t, cfg)
+		return utilnet.SetTransportDefaults(t), nil
+	}
+	rot, err := newRotatingTransport(rc.CertFile, rc.KeyFile, cfg.CertReloadInterval, cfg.Logger, build)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig (%s): %w", source, err)
+	}
+	out := rest.CopyConfig(rc)
+	out.TLSClientConfig = rest.TLSClientConfig{}
+	out.Proxy = nil // both are the rotating transport's now
+	out.Transport = rot
+	return out, nil
 }
 
 // LoadREST finds and loads the client configuration: explicit path, $KUBECONFIG, the k3s kubeconfig, or
