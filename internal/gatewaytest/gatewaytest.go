@@ -156,6 +156,14 @@ func (g *Gateway) Ready() bool {
 // URL is the device port's base URL.
 func (g *Gateway) URL() string { return "http://" + g.Addr }
 
+// PID is the running process's id (for reading /proc/PID in tests); 0 before Start.
+func (g *Gateway) PID() int {
+	if g.cmd == nil || g.cmd.Process == nil {
+		return 0
+	}
+	return g.cmd.Process.Pid
+}
+
 // Signal sends sig to the process.
 func (g *Gateway) Signal(sig os.Signal) { _ = g.cmd.Process.Signal(sig) }
 
