@@ -55,8 +55,8 @@ type Config struct {
 	Fleet         []int
 	FleetDuration time.Duration
 
-	// CPUProfile, when set, fetches a CPU profile of each picogate target during its first GET window
-	// into this folder (needs a pprof endpoint on picogate's admin port; see Run).
+	// CPUProfile, when set, starts the picogate targets with --profiling (when the binary has it) and
+	// fetches a CPU profile of each during an extra, unreported GET window into this folder.
 	CPUProfile string
 
 	// Progress receives a one-line progress report, rewritten in place on a terminal; with

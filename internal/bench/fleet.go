@@ -77,6 +77,10 @@ func (b *Bench) runFleet(ctx context.Context, l *lab, rep *Report) error {
 
 func (b *Bench) fleetSize(ctx context.Context, l *lab, n int) (FleetRow, error) {
 	cfg := &b.cfg
+	b.progress(fmt.Sprintf("fleet of %d: clearing earlier sizes' nodes and leases", n))
+	if err := l.resetDevices(ctx); err != nil {
+		return FleetRow{}, err
+	}
 	b.progress(fmt.Sprintf("fleet of %d: starting the gateway", n))
 	gw, err := l.startFleetGateway(ctx, n)
 	if err != nil {

@@ -40,6 +40,10 @@ func perDeviceGoal(w string, find finder) Goal {
 		g.Detail = "needs picogate-token and nginx-tuned in the same run"
 		return g
 	}
+	if *n.ProxyCPU == 0 {
+		g.Detail = "nginx-tuned used less CPU than /proc's tick resolves"
+		return g
+	}
 	rps, cpu := p.RPS/n.RPS, *p.ProxyCPU / *n.ProxyCPU
 	g.Detail = fmt.Sprintf("req/s %.0f vs %.0f (%.2f×, %s); CPU/request %.0f µs vs %.0f µs (%.2f×, %s)",
 		p.RPS, n.RPS, rps, atLeast(rps, 1), *p.ProxyCPU, *n.ProxyCPU, cpu, atMost(cpu, 1))

@@ -14,12 +14,15 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/picogate/picogate/internal/controlplane"
 )
@@ -50,6 +53,8 @@ type credential struct {
 }
 
 const (
+	// loadNodeLabel marks the load connections' nodes, which resetDevices keeps.
+	loadNodeLabel  = "picobench/load"
 	watchNamespace = "default"
 	watchPod       = "bench-watch"
 )
@@ -87,15 +92,35 @@ func (l *lab) prepare(ctx context.Context) error {
 	for i := 1; i <= l.cfg.Conns; i++ {
 		l.nodes = append(l.nodes, "bench-"+strconv.Itoa(i))
 	}
-	for _, n := range l.nodes {
-		if _, err := l.admin.CoreV1().Nodes().Create(ctx, firmwareNode(n), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("creating node %s: %w", n, err)
-		}
+	if err := l.createNodes(ctx); err != nil {
+		return err
 	}
 	if l.creds, err = l.addDevices(ctx, "bench-", l.cfg.Conns); err != nil {
 		return err
 	}
 	return l.createWatchPod(ctx)
+}
+
+// createNodes creates the bench nodes and sends each one heartbeat under the firmware's User-Agent, so
+// their managedFields already hold both managers and a GET returns the same size before and after the
+// PATCH workloads.
+func (l *lab) createNodes(ctx context.Context) error {
+	rc := rest.CopyConfig(l.cp.AdminConfig())
+	rc.UserAgent = "k3s-pico-node/1.0"
+	fw, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("firmware-like client: %w", err)
+	}
+	for _, n := range l.nodes {
+		if _, err := l.admin.CoreV1().Nodes().Create(ctx, firmwareNode(n), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating node %s: %w", n, err)
+		}
+		body := heartbeat(time.Now(), "127.0.0.1")
+		if _, err := fw.CoreV1().Nodes().Patch(ctx, n, types.StrategicMergePatchType, []byte(body), metav1.PatchOptions{}, "status"); err != nil {
+			return fmt.Errorf("first heartbeat of node %s: %w", n, err)
+		}
+	}
+	return nil
 }
 
 // addDevices registers n token devices with the picogate CLI, as an operator would.
@@ -167,6 +192,7 @@ func firmwareNode(name string) *corev1.Node {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
 			"kubernetes.io/arch": "arm", "kubernetes.io/os": "linux", "kubernetes.io/hostname": name,
 			"node.kubernetes.io/instance-type": "rp2040-pico", "beta.kubernetes.io/arch": "arm", "beta.kubernetes.io/os": "linux",
+			loadNodeLabel: "true",
 		}},
 		Status: corev1.NodeStatus{
 			Capacity: res, Allocatable: res,

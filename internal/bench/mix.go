@@ -8,10 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -42,7 +40,7 @@ func (l *lab) runMix(ctx context.Context, t *target, window func(bool)) (mixResu
 	if err := l.mixCredentials(ctx); err != nil {
 		return mixResult{}, err
 	}
-	if err := l.resetMix(ctx); err != nil {
+	if err := l.resetDevices(ctx); err != nil {
 		return mixResult{}, err
 	}
 	var res mixResult
@@ -109,34 +107,19 @@ func (l *lab) mixCredentials(ctx context.Context) error {
 	return nil
 }
 
-// resetMix deletes the mix devices' Nodes and Leases, so every target sees the same fleet booting for
-// the first time rather than the 409s of devices an earlier round registered.
-func (l *lab) resetMix(ctx context.Context) error {
-	names := make(chan string)
-	errs := make([]error, 8)
-	var wg sync.WaitGroup
-	for i := range errs {
-		wg.Go(func() {
-			for n := range names {
-				for _, del := range []func() error{
-					func() error { return l.admin.CoreV1().Nodes().Delete(ctx, n, metav1.DeleteOptions{}) },
-					func() error {
-						return l.admin.CoordinationV1().Leases("kube-node-lease").Delete(ctx, n, metav1.DeleteOptions{})
-					},
-				} {
-					if err := del(); err != nil && !apierrors.IsNotFound(err) && errs[i] == nil {
-						errs[i] = fmt.Errorf("resetting mix device %s: %w", n, err)
-					}
-				}
-			}
-		})
+// resetDevices deletes every Node but the bench's own and every node Lease, so each target (or fleet
+// size) sees a fleet booting for the first time rather than the 409s of devices an earlier run
+// registered. One collection delete each: the API server does the work, not 10,000 client requests.
+func (l *lab) resetDevices(ctx context.Context) error {
+	err := l.admin.CoreV1().Nodes().DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "!" + loadNodeLabel})
+	if err != nil {
+		return fmt.Errorf("deleting the simulated fleet's nodes: %w", err)
 	}
-	for i := 1; i <= l.cfg.MixDevices; i++ {
-		names <- "mix-" + strconv.Itoa(i)
+	err = l.admin.CoordinationV1().Leases("kube-node-lease").DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("deleting the simulated fleet's leases: %w", err)
 	}
-	close(names)
-	wg.Wait()
-	return errors.Join(errs...)
+	return nil
 }
 
 // addMix adds a fleet-mix round: requests and errors as picosim counted them; no latencies (picosim

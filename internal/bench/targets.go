@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -146,6 +147,9 @@ func (l *lab) startPicogate(ctx context.Context, t *target) error {
 	t.adminAddr = admin
 	args := []string{filepath.Join(l.cfg.BinDir, "picogate"), "serve", "--kubeconfig", l.cp.AdminKubeconfig(),
 		"--listen", t.endpoint.Addr, "--admin-listen", admin}
+	if l.cfg.CPUProfile != "" && l.picogateHas(ctx, "--profiling") {
+		args = append(args, "--profiling")
+	}
 	switch t.name {
 	case TargetShared:
 		args = append(args, "--shared-identity")
@@ -162,6 +166,12 @@ func (l *lab) startPicogate(ctx context.Context, t *target) error {
 		return err
 	}
 	return t.proc.waitReady(ctx, 60*time.Second, l.answers(t))
+}
+
+// picogateHas reports whether `picogate serve` knows flag (so the bench works with builds before it).
+func (l *lab) picogateHas(ctx context.Context, flag string) bool {
+	out, _ := exec.CommandContext(ctx, filepath.Join(l.cfg.BinDir, "picogate"), "serve", "--help").CombinedOutput()
+	return strings.Contains(string(out), flag+" ")
 }
 
 // answers reports whether the target serves this bench's devices' own node: a proxy is up, and a
