@@ -277,3 +277,35 @@ func checkService(t *testing.T, svc *corev1.Service, d *appsv1.Deployment, typ c
 		}
 	})
 }
+
+// TestKustomizeGatewayPodIsRestricted: the gateway's pod passes the Pod Security Standards' "restricted"
+// profile, checked by the API server's own PodSecurity admission in a namespace that enforces it.
+func TestKustomizeGatewayPodIsRestricted(t *testing.T) {
+	_, objs := render(t, "deploy/kubernetes/base")
+	d := typed[appsv1.Deployment](t, objs["Deployment picogate"])
+	cs := admin(cluster(t))
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "picogate-psa-restricted", Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	// No controller manager runs here to create ServiceAccounts; the pod's own is made by hand.
+	if _, err := cs.CoreV1().ServiceAccounts(ns.Name).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "picogate"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	spec := d.Spec.Template.Spec.DeepCopy()
+	dryRun := func(spec *corev1.PodSpec) error {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "picogate-psa", Namespace: ns.Name}, Spec: *spec}
+		_, err := cs.CoreV1().Pods(ns.Name).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	}
+	if err := dryRun(spec); err != nil {
+		t.Errorf("gateway pod in a restricted namespace: got %v, want it admitted", err)
+	}
+	// The check has teeth: the same pod with its capabilities back is refused.
+	spec.Containers[0].SecurityContext.Capabilities = nil
+	if err := dryRun(spec); !apierrors.IsForbidden(err) {
+		t.Errorf("pod keeping its capabilities: got %v, want 403 from PodSecurity", err)
+	}
+}
