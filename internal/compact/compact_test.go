@@ -58,7 +58,8 @@ func TestAppend(t *testing.T) {
 	}
 }
 
-// TestAppendGolden compacts responses recorded from kube-apiserver v1.37.2.
+// TestAppendGolden compacts responses recorded from kube-apiserver v1.37.2 (copies of the device
+// package's recordings, device/testdata/api).
 func TestAppendGolden(t *testing.T) {
 	inputs, err := filepath.Glob("testdata/*.input.json")
 	if err != nil || len(inputs) == 0 {

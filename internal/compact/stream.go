@@ -76,6 +76,18 @@ func (e *EventWriter) Close() error {
 	return err
 }
 
+// Abandon drops an event still in progress, which can no longer be completed (its stream broke off),
+// so that what was written ends after the last whole event. It reports false when the writer is passing
+// the stream through untouched, and so does not know where events end.
+func (e *EventWriter) Abandon() bool {
+	if e.pass {
+		return false
+	}
+	e.buf = e.buf[:0]
+	e.scanned, e.depth, e.inString, e.escaped = 0, 0, false, false
+	return true
+}
+
 // emit writes one event: compacted if it is valid JSON, as-is otherwise, followed by the newline that
 // separates events in the API server's JSON framing.
 func (e *EventWriter) emit(ev []byte) error {
