@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,9 +56,26 @@ func TestReplicasShareRegistry(t *testing.T) {
 			t.Errorf("replica %d: revocation took %v, want at most 2s", i, d)
 		}
 	}
+	for i, gw := range gws {
+		t.Logf("replica %d peak RSS %s (the Deployment requests 64Mi, limits 256Mi)", i, peakRSS(gw.PID()))
+	}
 	// Neither replica kept anything of its own: a third one started now knows the device is revoked.
 	third := startGatewayWith(t, kc)
 	if r := firmwareDo(t, third.Addr, "", "GET", "/version", "", "", cred.Header); r.code != 401 {
 		t.Errorf("a replica started after the revoke: got %d, want 401", r.code)
 	}
+}
+
+// peakRSS is a process's VmHWM from /proc, for the log (the resource requests were sized from it).
+func peakRSS(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
 }
