@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -46,8 +47,9 @@ type Registry struct {
 	informer cache.SharedIndexInformer
 
 	mu      sync.RWMutex
-	bySec   map[string]*Device // by Secret name
-	byHash  map[[sha256.Size]byte]*Device
+	bySec   map[string]*Device            // by Secret name
+	byName  map[string]*Device            // by device name (hmac mode: the Credential of a signed request)
+	byHash  map[[sha256.Size]byte]*Device // current and next token hashes
 	byAddr  map[netip.Addr]*Device
 	dupAddr map[netip.Addr]int // ip-mode addresses claimed by more than one device: refused
 
@@ -74,6 +76,7 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "registry"),
 		bySec:   map[string]*Device{},
+		byName:  map[string]*Device{},
 		byHash:  map[[sha256.Size]byte]*Device{},
 		byAddr:  map[netip.Addr]*Device{},
 		dupAddr: map[netip.Addr]int{},
@@ -160,18 +163,28 @@ func (r *Registry) Names() []string {
 	return out
 }
 
-// ByToken finds the device holding token. The map is keyed by the token's hash, so the lookup reveals
-// nothing about the token, and the hash is then compared in constant time. A revoked device is returned
-// too (the caller refuses it and counts the reason).
+// ByToken finds the device holding token, as its current token or as the one a rotation issued. The map
+// is keyed by the token's hash, so the lookup reveals nothing about the token, and the hash is then
+// compared in constant time. A revoked device is returned too (the caller refuses it and counts the
+// reason).
 func (r *Registry) ByToken(token string) (*Device, bool) {
 	h := HashToken(token)
 	r.mu.RLock()
 	d, ok := r.byHash[h]
 	r.mu.RUnlock()
-	if !ok || subtle.ConstantTimeCompare(d.TokenHash[:], h[:]) != 1 {
+	if !ok || subtle.ConstantTimeCompare(d.TokenHash[:], h[:])|subtle.ConstantTimeCompare(d.NextTokenHash[:], h[:]) != 1 {
 		return nil, false
 	}
 	return d, true
+}
+
+// ByName finds a device by name: how a signed request's Credential is looked up. The caller checks the
+// signature against the device's keys.
+func (r *Registry) ByName(name string) (*Device, bool) {
+	r.mu.RLock()
+	d, ok := r.byName[name]
+	r.mu.RUnlock()
+	return d, ok
 }
 
 // ByAddr finds the ip-mode device registered at addr. An address claimed by two devices matches none.
@@ -204,7 +217,7 @@ func (r *Registry) upsert(obj any) {
 	r.bySec[s.Name] = d
 	r.index(d)
 	r.mu.Unlock()
-	if old != nil && r.cfg.OnChange != nil && (old.TokenHash != d.TokenHash || old.Revoked != d.Revoked || old.Source != d.Source || old.Auth != d.Auth) {
+	if old != nil && r.cfg.OnChange != nil && (old.TokenHash != d.TokenHash || !bytes.Equal(old.Key, d.Key) || old.Revoked != d.Revoked || old.Source != d.Source || old.Auth != d.Auth) {
 		r.cfg.OnChange(d.Name, true)
 	}
 }
@@ -231,9 +244,14 @@ func (r *Registry) removeByKey(secret string) {
 
 // index and unindex keep the lookup maps in step; callers hold mu.
 func (r *Registry) index(d *Device) {
+	r.byName[d.Name] = d
 	switch d.Auth {
 	case AuthToken:
-		r.byHash[d.TokenHash] = d
+		for _, h := range [...][sha256.Size]byte{d.TokenHash, d.NextTokenHash} {
+			if h != ([sha256.Size]byte{}) {
+				r.byHash[h] = d
+			}
+		}
 	case AuthIP:
 		if d.IsRevoked() {
 			return
@@ -253,10 +271,15 @@ func (r *Registry) unindex(d *Device) {
 	if d == nil {
 		return
 	}
+	if cur, ok := r.byName[d.Name]; ok && cur == d {
+		delete(r.byName, d.Name)
+	}
 	switch d.Auth {
 	case AuthToken:
-		if cur, ok := r.byHash[d.TokenHash]; ok && cur == d {
-			delete(r.byHash, d.TokenHash)
+		for _, h := range [...][sha256.Size]byte{d.TokenHash, d.NextTokenHash} {
+			if cur, ok := r.byHash[h]; ok && cur == d {
+				delete(r.byHash, h)
+			}
 		}
 	case AuthIP:
 		if d.IsRevoked() {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sort"
 	"time"
 
@@ -39,20 +38,6 @@ type AddRequest struct {
 	Source string // CIDR or address; required for AuthIP
 }
 
-// Credential is what a new or rotated device needs, returned once and never stored.
-type Credential struct {
-	Name   string   `json:"name"`
-	Auth   AuthMode `json:"auth"`
-	Token  string   `json:"token,omitempty"`
-	Header string   `json:"header,omitempty"` // the one header the firmware must add
-	Source string   `json:"source,omitempty"`
-}
-
-// LogValue redacts the token.
-func (c Credential) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("name", c.Name), slog.String("auth", string(c.Auth)))
-}
-
 // Validate checks an AddRequest, reporting every problem.
 func (r AddRequest) Validate() error {
 	var errs []error
@@ -64,13 +49,13 @@ func (r AddRequest) Validate() error {
 		errs = append(errs, err)
 	}
 	switch r.Auth {
-	case AuthToken:
+	case AuthToken, AuthHMAC:
 	case AuthIP:
 		if err == nil && (!src.IsValid() || src.Bits() != src.Addr().BitLen()) {
 			errs = append(errs, fmt.Errorf("--auth ip needs --ip with the device's single address (its DHCP reservation), got %q", r.Source))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("unknown auth mode %q: want token or ip", r.Auth))
+		errs = append(errs, fmt.Errorf("unknown auth mode %q: want token, hmac or ip", r.Auth))
 	}
 	return errors.Join(errs...)
 }
@@ -129,20 +114,12 @@ func (s *Store) rollback(names []string) {
 
 func (s *Store) create(ctx context.Context, r AddRequest) (Credential, error) {
 	src, _ := ParseSource(r.Source)
-	d := &Device{Name: r.Name, Auth: r.Auth, Source: src, Created: s.Now()}
-	cred := Credential{Name: r.Name, Auth: r.Auth}
-	if src.IsValid() {
-		cred.Source = src.String()
+	d := &Device{Name: r.Name, Source: src, Created: s.Now()}
+	cred, err := IssueCredential(d, r.Auth)
+	if err != nil {
+		return Credential{}, err
 	}
-	if r.Auth == AuthToken {
-		tok, err := NewToken()
-		if err != nil {
-			return Credential{}, err
-		}
-		d.TokenHash = HashToken(tok.Reveal())
-		cred.Token, cred.Header = tok.Reveal(), "Authorization: Bearer "+tok.Reveal()
-	}
-	_, err := s.Client.CoreV1().Secrets(s.Namespace).Create(ctx, s.secret(d), metav1.CreateOptions{FieldManager: "picogate"})
+	_, err = s.Client.CoreV1().Secrets(s.Namespace).Create(ctx, s.secret(d), metav1.CreateOptions{FieldManager: "picogate"})
 	if apierrors.IsAlreadyExists(err) {
 		return Credential{}, fmt.Errorf("device %q already exists", r.Name)
 	}
@@ -150,14 +127,14 @@ func (s *Store) create(ctx context.Context, r AddRequest) (Credential, error) {
 }
 
 func (s *Store) secret(d *Device) *corev1.Secret {
+	labels := map[string]string{LabelKind: KindDevice, LabelManaged: ManagedBy}
+	if d.EnrolledBy != "" {
+		labels[LabelEnrolledBy] = d.EnrolledBy
+	}
 	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      SecretName(d.Name),
-			Namespace: s.Namespace,
-			Labels:    map[string]string{LabelKind: KindDevice, LabelManaged: ManagedBy},
-		},
-		Type: SecretType,
-		Data: secretData(d),
+		ObjectMeta: metav1.ObjectMeta{Name: SecretName(d.Name), Namespace: s.Namespace, Labels: labels},
+		Type:       SecretType,
+		Data:       secretData(d),
 	}
 }
 
@@ -184,13 +161,20 @@ func (s *Store) get(ctx context.Context, name string) (*corev1.Secret, error) {
 
 // Info is a device as `device list` shows it.
 type Info struct {
-	Name     string     `json:"name"`
-	Auth     AuthMode   `json:"auth"`
-	Source   string     `json:"source"`
-	Created  time.Time  `json:"created"`
-	Revoked  *time.Time `json:"revoked,omitempty"`
-	LastSeen *time.Time `json:"lastSeen,omitempty"`
-	Invalid  string     `json:"invalid,omitempty"`
+	Name       string     `json:"name"`
+	Auth       AuthMode   `json:"auth"`
+	Source     string     `json:"source"`
+	Created    time.Time  `json:"created"`
+	Revoked    *time.Time `json:"revoked,omitempty"`
+	LastSeen   *time.Time `json:"lastSeen,omitempty"`
+	Invalid    string     `json:"invalid,omitempty"`
+	HardwareID string     `json:"hardwareId,omitempty"`
+	EnrolledBy string     `json:"enrolledBy,omitempty"`
+	// Pending is when an enrollment request started waiting for `device approve`; Approved when it was
+	// approved (the device has not collected its credential yet).
+	Pending  *time.Time `json:"pending,omitempty"`
+	Approved *time.Time `json:"approved,omitempty"`
+	Rotating bool       `json:"rotating,omitempty"` // a device-initiated rotation has not been used yet
 }
 
 // List returns every device record, sorted by name, with when each device's node was last seen alive
@@ -211,10 +195,17 @@ func (s *Store) List(ctx context.Context) ([]Info, error) {
 			out = append(out, Info{Name: string(sec.Data[keyName]), Invalid: err.Error(), Created: sec.CreationTimestamp.Time})
 			continue
 		}
-		info := Info{Name: d.Name, Auth: d.Auth, Source: d.SourceString(), Created: d.Created}
+		info := Info{Name: d.Name, Auth: d.Auth, Source: d.SourceString(), Created: d.Created,
+			HardwareID: d.HardwareID, EnrolledBy: d.EnrolledBy, Rotating: d.Rotating()}
 		if d.IsRevoked() {
 			t := d.Revoked
 			info.Revoked = &t
+		}
+		if e := d.Enrollment; e != nil {
+			info.Pending = &e.Requested
+			if !e.Approved.IsZero() {
+				info.Approved = &e.Approved
+			}
 		}
 		if t, ok := seen[d.Name]; ok {
 			info.LastSeen = &t
@@ -246,8 +237,9 @@ func (s *Store) lastSeen(ctx context.Context) map[string]time.Time {
 	return seen
 }
 
-// Rotate gives a token device a new token (the old one stops working within seconds on every gateway)
-// and re-enables a revoked device.
+// Rotate gives a token or hmac device a new credential (the old one stops working within seconds on
+// every gateway) and re-enables a revoked device. A device that wants a seamless change asks the gateway
+// instead (POST /picogate/v1/rotate), which keeps the old credential valid until the new one is used.
 func (s *Store) Rotate(ctx context.Context, name string) (Credential, error) {
 	if err := ValidateName(name); err != nil {
 		return Credential{}, err
@@ -258,22 +250,19 @@ func (s *Store) Rotate(ctx context.Context, name string) (Credential, error) {
 		if err != nil {
 			return err
 		}
-		if d.Auth != AuthToken {
-			return fmt.Errorf("device %q uses auth %s: only token devices have a credential to rotate", name, d.Auth)
+		if d.Auth != AuthToken && d.Auth != AuthHMAC {
+			return fmt.Errorf("device %q uses auth %s: only token devices and hmac devices have a credential to rotate", name, d.Auth)
 		}
-		tok, err := NewToken()
+		c, err := IssueCredential(d, d.Auth)
 		if err != nil {
 			return err
 		}
-		d.TokenHash, d.Revoked = HashToken(tok.Reveal()), time.Time{}
+		d.Revoked = time.Time{}
 		sec.Data = secretData(d)
 		if _, err := s.Client.CoreV1().Secrets(s.Namespace).Update(ctx, sec, metav1.UpdateOptions{FieldManager: "picogate"}); err != nil {
 			return err
 		}
-		cred = Credential{Name: name, Auth: d.Auth, Token: tok.Reveal(), Header: "Authorization: Bearer " + tok.Reveal(), Source: d.Source.String()}
-		if !d.Source.IsValid() {
-			cred.Source = ""
-		}
+		cred = c
 		return nil
 	})
 	if err != nil {
