@@ -4,14 +4,17 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/hmacauth"
 )
 
 // Registry is what authentication needs from the device registry.
 type Registry interface {
 	ByToken(token string) (*devices.Device, bool)
 	ByAddr(addr netip.Addr) (*devices.Device, bool)
+	ByName(name string) (*devices.Device, bool) // hmac mode: the Credential of a signed request
 	HasSynced() bool
 }
 
@@ -23,26 +26,37 @@ const (
 	authRevoked   = "revoked"
 	authSource    = "wrong-source"
 	authNotSynced = "registry-not-synced"
+
+	authBadSignature = "bad-signature"
+	authClockSkew    = "clock-skew"
+	authReplay       = "replay"
+	authNonceFull    = "nonce-cache-full"
+	authHMACRequired = "hmac-required"
 )
 
-// authenticate identifies the device: by its bearer token, else (ip mode) by its source address. A
-// device found is forwarded as its own node. Without a credential the request is refused unless the
-// gateway runs with --shared-identity; a credential that is present but wrong is always refused, so a
-// typo never silently downgrades a device to the shared identity. The response never says which check
-// failed; the log and metrics do.
+// authReasons are every reason, so each series exists from the start.
+var authReasons = []string{authMissing, authMalformed, authUnknown, authRevoked, authSource, authNotSynced,
+	authBadSignature, authClockSkew, authReplay, authNonceFull, authHMACRequired}
+
+// authenticate identifies the device: by its request signature (hmac mode), its bearer token, else (ip
+// mode) by its source address. A device found is forwarded as its own node. Without a credential the
+// request is refused unless the gateway runs with --shared-identity; a credential that is present but
+// wrong is always refused, so a typo never silently downgrades a device to the shared identity. The
+// response never says which check failed, except for a clock or nonce problem a device must fix itself;
+// the log and metrics always do. With RequireHMAC every unsigned device is refused.
 func (g *Gateway) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := infoFrom(r)
+		if authz := r.Header["Authorization"]; len(authz) == 1 && hmacauth.IsSigned(authz[0]) {
+			g.authenticateSigned(w, r, info, authz[0], next)
+			return
+		}
 		d, reason := g.identify(r, info.client)
+		if reason == "" && d != nil && g.cfg.RequireHMAC {
+			reason = authHMACRequired
+		}
 		if reason != "" {
-			g.metrics.authFailures.WithLabelValues(reason).Inc()
-			switch reason {
-			case authNotSynced:
-				g.refuseRetry(w, info, http.StatusServiceUnavailable, "auth", "the device registry has not been loaded yet", retryAfterUnavailable)
-			default:
-				g.refuse(w, info, http.StatusUnauthorized, "auth", "authentication required: missing, unknown or revoked device credential")
-				info.reason = "authentication failed: " + reason
-			}
+			g.refuseAuth(w, info, reason, "")
 			return
 		}
 		if d != nil {
@@ -51,6 +65,27 @@ func (g *Gateway) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// refuseAuth answers an authentication failure and counts it; detail, if set, replaces the generic
+// message for failures the device can only fix if it is told (its clock, its nonces).
+func (g *Gateway) refuseAuth(w http.ResponseWriter, info *reqInfo, reason, detail string) {
+	g.metrics.authFailures.WithLabelValues(reason).Inc()
+	switch reason {
+	case authNotSynced:
+		g.refuseRetry(w, info, http.StatusServiceUnavailable, "auth", "the device registry has not been loaded yet", retryAfterUnavailable)
+		return
+	case authNonceFull:
+		g.refuseRetry(w, info, http.StatusTooManyRequests, "auth", detail, time.Second)
+		return
+	case authHMACRequired:
+		detail = "this gateway requires signed requests (auth hmac): bearer tokens and ip-mode devices are refused"
+	}
+	if detail == "" {
+		detail = "authentication required: missing, unknown or revoked device credential"
+	}
+	g.refuse(w, info, http.StatusUnauthorized, "auth", detail)
+	info.reason = "authentication failed: " + reason
 }
 
 // identify returns the device, nil for the shared identity, or a failure reason.
@@ -78,6 +113,11 @@ func (g *Gateway) identify(r *http.Request, client netip.Addr) (*devices.Device,
 			return nil, authRevoked
 		case d.Source.IsValid() && !d.Source.Contains(client):
 			return nil, authSource
+		}
+		if d.Rotating() && g.cfg.OnNextCredential != nil {
+			if h := devices.HashToken(token); h == d.NextTokenHash {
+				g.cfg.OnNextCredential(d.Name, h[:])
+			}
 		}
 		return d, ""
 	}

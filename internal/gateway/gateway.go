@@ -2,7 +2,11 @@
 // forwarded to the Kubernetes API server over TLS. The request path is one straight line of middlewares,
 // each tested alone:
 //
-//	observe → sourceCheck → authenticate → authorize → limit → compaction → proxy (rewrite → upstream)
+//	observe → sourceCheck → local → authenticate → authorize → limit → compaction → proxy (rewrite → upstream)
+//
+// local serves the gateway's own endpoints under /picogate/v1/ (the time, and with enrollment on,
+// enroll, rotate and deregister) instead of forwarding them. A signed request (hmac mode) has its body
+// read and verified inside authenticate, because the signature covers the body.
 //
 // A device is forwarded as its own node (Impersonate-User system:node:NAME, groups system:nodes and
 // picogate:devices), so the API server's Node authorizer and NodeRestriction confine it; the policy in
@@ -19,6 +23,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +67,20 @@ type Config struct {
 	// DeviceRate and DeviceBurst are each device's rate limit (requests/s, burst). Default 5 and 20.
 	DeviceRate  float64
 	DeviceBurst int
+	// RequireHMAC refuses every device request that is not signed: token and ip-mode devices get 401.
+	RequireHMAC bool
+	// HMACWindow is how far a signed request's timestamp may be from the gateway's clock, either way.
+	// Default 30s.
+	HMACWindow time.Duration
+	// NonceCacheSize bounds the nonces remembered per hmac device. Default hmacauth.DefaultNonceCacheSize.
+	NonceCacheSize int
+	// OnNextCredential, if set, is called without blocking when a device authenticates with the
+	// credential a rotation issued (used: the token's hash or the key), so the rotation can be completed.
+	OnNextCredential func(name string, used []byte)
+	// Local are the gateway's own endpoints beyond the built-in GET /picogate/v1/time (enrollment).
+	Local []LocalRoute
+	// Now is the clock signed requests are checked against. Default time.Now.
+	Now func() time.Time
 	// AccessLog writes one log line per request. picogate serve turns it on.
 	AccessLog bool
 	// Logger receives the gateway's logs; AccessLogger the access log (default Logger).
@@ -89,6 +108,8 @@ type Gateway struct {
 	handler  http.Handler
 	states   deviceStates
 
+	localHandler http.Handler
+
 	inflight, watches atomic.Int64
 	bodies            sync.Pool
 	respBufs          *sync.Pool
@@ -111,6 +132,10 @@ func New(cfg Config) (*Gateway, error) {
 	setDefault(&cfg.MaxWatches, 20000)
 	setDefault(&cfg.DeviceRate, 5)
 	setDefault(&cfg.DeviceBurst, 20)
+	setDefault(&cfg.HMACWindow, 30*time.Second)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -126,6 +151,17 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Registry == nil && !cfg.SharedIdentity {
 		errs = append(errs, errors.New("no device registry and no shared identity: nobody could be forwarded"))
+	}
+	if cfg.RequireHMAC && cfg.SharedIdentity {
+		errs = append(errs, errors.New("require hmac and shared identity contradict each other: unsigned requests would be both refused and forwarded"))
+	}
+	if cfg.HMACWindow < time.Second {
+		errs = append(errs, fmt.Errorf("hmac window %v is below 1s", cfg.HMACWindow))
+	}
+	for _, rt := range cfg.Local {
+		if !strings.HasPrefix(rt.Path, LocalPrefix) || rt.Method == "" || rt.Handler == nil || rt.Name == "" {
+			errs = append(errs, fmt.Errorf("local route %s %s: want a method, a name, a handler and a path under %s", rt.Method, rt.Path, LocalPrefix))
+		}
 	}
 	if len(cfg.AllowCIDRs) == 0 {
 		errs = append(errs, errors.New("allowed source networks are empty: every device would be refused"))
@@ -163,7 +199,8 @@ func New(cfg Config) (*Gateway, error) {
 	g.states.g = g
 	g.watchCtx, g.stopWatchs = context.WithCancel(context.Background())
 	g.proxy = g.newProxy()
-	g.handler = chain(g.proxy, g.observe, g.sourceCheck, g.authenticate, g.authorize, g.limit, g.compaction)
+	g.localHandler = g.localMux(cfg.Local)
+	g.handler = chain(g.proxy, g.observe, g.sourceCheck, g.local, g.authenticate, g.authorize, g.limit, g.compaction)
 	return g, nil
 }
 

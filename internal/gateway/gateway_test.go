@@ -20,6 +20,7 @@ import (
 type fakeRegistry struct {
 	byToken func(string) (*devices.Device, bool)
 	byAddr  func(netip.Addr) (*devices.Device, bool)
+	byName  func(string) (*devices.Device, bool)
 	synced  bool
 }
 
@@ -34,6 +35,12 @@ func (f fakeRegistry) ByAddr(a netip.Addr) (*devices.Device, bool) {
 		return nil, false
 	}
 	return f.byAddr(a)
+}
+func (f fakeRegistry) ByName(n string) (*devices.Device, bool) {
+	if f.byName == nil {
+		return nil, false
+	}
+	return f.byName(n)
 }
 func (f fakeRegistry) HasSynced() bool { return f.synced }
 
@@ -56,6 +63,14 @@ func registryOf(ds ...*devices.Device) fakeRegistry {
 		byAddr: func(a netip.Addr) (*devices.Device, bool) {
 			for _, d := range ds {
 				if d.Auth == devices.AuthIP && d.Source.Addr() == a {
+					return d, true
+				}
+			}
+			return nil, false
+		},
+		byName: func(n string) (*devices.Device, bool) {
+			for _, d := range ds {
+				if d.Name == n {
 					return d, true
 				}
 			}

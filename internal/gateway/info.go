@@ -24,6 +24,9 @@ type reqInfo struct {
 	reason string          // why picogate refused it, for the access log ("" if it did not)
 
 	auditID string // the API server's Audit-Id, so a log line can be joined with the audit log
+
+	bodyBuffered bool // authentication already read the body (a signed request): limit leaves it
+	local        bool // served by the gateway itself (LocalPrefix), never forwarded
 }
 
 type infoKey struct{}
@@ -46,7 +49,7 @@ func (i *reqInfo) identity() string {
 	switch {
 	case i.device != nil:
 		return i.device.User[0] // system:node:NAME, built once per device
-	case i.reason != "" && i.route == "":
+	case i.local, i.reason != "" && i.route == "":
 		return "-"
 	default:
 		return "shared"

@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+
+	"github.com/picogate/picogate/internal/hmacauth"
 )
 
 const retryAfterUnavailable = 5 * time.Second
@@ -25,6 +27,8 @@ type deviceState struct {
 	lastSeen    atomic.Int64 // unix seconds
 	rateLimited prometheus.Counter
 	watches     sync.Map // *watchHandle → struct{}: open watches, ended when the device is revoked
+	nonces      atomic.Pointer[hmacauth.NonceCache]
+	keyed       [2]atomic.Pointer[hmacauth.Keyed] // hmac mode: verifiers of the current and next key
 }
 
 // limit enforces, in order: the per-device rate limit (429 with Retry-After; a hammering device only
@@ -72,7 +76,7 @@ func (g *Gateway) limit(next http.Handler) http.Handler {
 			r = r.WithContext(ctx)
 		}
 
-		if r.Body != nil && r.Body != http.NoBody {
+		if r.Body != nil && r.Body != http.NoBody && !info.bodyBuffered {
 			body, code, err := g.readBody(w, r)
 			if err != nil {
 				g.refuse(w, info, code, info.route, err.Error())

@@ -47,7 +47,7 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
-	for _, r := range []string{"missing", "malformed", "unknown", "revoked", "wrong-source", "registry-not-synced"} {
+	for _, r := range authReasons {
 		m.authFailures.WithLabelValues(r)
 	}
 	return m

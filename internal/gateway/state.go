@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"golang.org/x/time/rate"
+
+	"github.com/picogate/picogate/internal/hmacauth"
 )
 
 // deviceStates holds per-device state for registered devices, created on first request.
@@ -48,6 +50,27 @@ func (s *deviceStates) changed(name string, stillRegistered bool) {
 		s.m.Delete(name)
 		s.g.metrics.forgetDevice(name)
 	}
+}
+
+// nonceCache returns the device's cache of signed-request nonces, created on its first signed request
+// so token and ip devices carry none.
+func (st *deviceState) nonceCache(size int) *hmacauth.NonceCache {
+	if c := st.nonces.Load(); c != nil {
+		return c
+	}
+	st.nonces.CompareAndSwap(nil, hmacauth.NewNonceCache(size))
+	return st.nonces.Load()
+}
+
+// verifier returns the device's signature verifier for key (slot 0 its current key, 1 a rotation's),
+// rebuilt when the record's key changes.
+func (st *deviceState) verifier(slot int, key []byte) *hmacauth.Keyed {
+	if v := st.keyed[slot].Load(); v != nil && v.Matches(key) {
+		return v
+	}
+	v := hmacauth.NewKeyed(key)
+	st.keyed[slot].Store(v)
+	return v
 }
 
 // watchHandle is one open watch of a device, so it can be ended from outside the request.
