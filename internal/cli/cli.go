@@ -68,7 +68,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServe(g), newDevice(g), newVersion(g), newSetup(g))
+	root.AddCommand(newServe(g), newDevice(g), newToken(g), newVersion(g), newSetup(g))
 	return root
 }
 

@@ -16,9 +16,9 @@ import (
 func newDevice(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "device",
-		Short: "Register, list, rotate and revoke devices",
+		Short: "Register, list, approve, rotate, revoke and remove devices",
 	}
-	cmd.AddCommand(newDeviceAdd(g), newDeviceList(g), newDeviceRevoke(g), newDeviceRotate(g))
+	cmd.AddCommand(newDeviceAdd(g), newDeviceList(g), newDeviceApprove(g), newDeviceRevoke(g), newDeviceRotate(g), newDeviceRemove(g))
 	return cmd
 }
 
@@ -35,7 +35,7 @@ func newDeviceAdd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "add NAME | add --count N --prefix PREFIX",
 		Short: "Register a device (or N of them) and print its credential once",
-		Example: "  picogate device add pico-1\n  picogate device add pico-2 --auth ip --ip 192.168.1.52\n" +
+		Example: "  picogate device add pico-1\n  picogate device add pico-3 --auth hmac\n  picogate device add pico-2 --auth ip --ip 192.168.1.52\n" +
 			"  picogate device add --count 100 --prefix pico- -o json > fleet.json",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
@@ -76,7 +76,7 @@ func newDeviceAdd(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&auth, "auth", "token", "how the device authenticates: token or ip")
+	f.StringVar(&auth, "auth", "token", "how the device authenticates: token (bearer), hmac (signed requests) or ip")
 	f.StringVar(&ip, "ip", "", "source address (ip mode: required, the device's DHCP reservation) or CIDR the device must come from")
 	f.IntVarP(&count, "count", "n", 0, "register this many devices named PREFIX1..PREFIXN")
 	f.StringVar(&prefix, "prefix", "pico-", "name prefix with --count")
@@ -90,6 +90,9 @@ func printCredential(w io.Writer, cr devices.Credential, verb string) {
 	case devices.AuthToken:
 		fmt.Fprintf(w, "token (shown once, store it in the firmware): %s\n", cr.Token)
 		fmt.Fprintf(w, "the firmware adds this one header to every request:\n  %s\n", cr.Header)
+	case devices.AuthHMAC:
+		fmt.Fprintf(w, "signing key (shown once, store it in the firmware): %s\n", cr.Key)
+		fmt.Fprintf(w, "the firmware signs every request with it (docs/device-protocol.md, \"Signed requests\")\n")
 	case devices.AuthIP:
 		fmt.Fprintf(w, "recognised by its source address %s; the firmware needs no change\n", cr.Source)
 	}
@@ -126,13 +129,7 @@ func newDeviceList(g *globals) *cobra.Command {
 			fmt.Fprintln(tw, "NAME\tAUTH\tSOURCE\tCREATED\tLAST SEEN\tSTATUS")
 			now := time.Now()
 			for _, d := range infos {
-				st := "active"
-				switch {
-				case d.Invalid != "":
-					st = "invalid: " + d.Invalid
-				case d.Revoked != nil:
-					st = "revoked " + ago(now, *d.Revoked)
-				}
+				st := deviceState(now, d)
 				seen := "-"
 				if d.LastSeen != nil {
 					seen = ago(now, *d.LastSeen)
@@ -144,6 +141,23 @@ func newDeviceList(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json")
 	return cmd
+}
+
+// deviceState is the STATUS column of device list.
+func deviceState(now time.Time, d devices.Info) string {
+	switch {
+	case d.Invalid != "":
+		return "invalid: " + d.Invalid
+	case d.Revoked != nil:
+		return "revoked " + ago(now, *d.Revoked)
+	case d.Approved != nil:
+		return "approved, waiting for the device to collect its credential"
+	case d.Pending != nil:
+		return "waiting for approval since " + ago(now, *d.Pending) + " (hardware " + d.HardwareID + "): picogate device approve " + d.Name
+	case d.Rotating:
+		return "active, rotating"
+	}
+	return "active"
 }
 
 func ago(now, t time.Time) string {
@@ -206,4 +220,42 @@ func newDeviceRotate(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json")
 	return cmd
+}
+
+func newDeviceApprove(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "approve NAME",
+		Short: "Approve a device's enrollment (made with a --approve manual token); its next poll gets its credential",
+		Args:  exactArgs(1, "one device NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := devices.NewStore(c, g.namespace).Approve(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "device %q approved: it gets its credential on its next enrollment poll\n", args[0])
+			return nil
+		},
+	}
+}
+
+func newDeviceRemove(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Deregister a device: revoke it, delete its Node and Lease, then its record",
+		Args:  exactArgs(1, "one device NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := devices.NewStore(c, g.namespace).Remove(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "device %q removed: credential revoked, node and lease deleted, record deleted\n", args[0])
+			return nil
+		},
+	}
 }

@@ -35,6 +35,8 @@ func newServe(g *globals) *cobra.Command {
 	f.StringVar(&cfg.AdminListen, "admin-listen", "127.0.0.1:6081", "admin port: /healthz, /readyz, /metrics")
 	f.BoolVar(&cfg.Gateway.SharedIdentity, "shared-identity", false, "forward devices without a credential with the gateway's own identity (as the seed's nginx did)")
 	f.StringSliceVar(&allow, "allow-cidr", nil, "source networks allowed to connect, repeatable (default loopback, RFC 1918, IPv6 ULA and link-local)")
+	f.BoolVar(&cfg.Enrollment, "enrollment", false, "serve POST /picogate/v1/enroll, /rotate and /deregister (the gateway then writes device records; see deploy/rbac-enrollment.yaml)")
+	f.BoolVar(&cfg.Gateway.RequireHMAC, "require-hmac", false, "refuse every device request that is not signed (hmac mode): bearer tokens and ip-mode devices get 401")
 	f.StringVar(&cfg.PolicyFile, "policy", "", "device policy file replacing the default allowlist (see docs/policy.md)")
 	f.BoolVar(&cfg.Gateway.Compact, "compact", true, "MCU-sized responses: drop managedFields, send Content-Length, never chunked")
 	f.IntVar(&cfg.Gateway.MaxCompactBytes, "compact-max-bytes", 256<<10, "largest response buffered for compaction; larger ones pass through untouched")

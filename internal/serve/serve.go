@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/enroll"
 	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/health"
 	"github.com/picogate/picogate/internal/policy"
@@ -33,6 +34,9 @@ type Config struct {
 
 	PolicyFile string // replaces the default device policy
 	Profiling  bool   // net/http/pprof on the admin port
+	// Enrollment turns on POST /picogate/v1/enroll, /rotate and /deregister: the gateway then writes
+	// device records and enrollment tokens (deploy/rbac-enrollment.yaml). Off, it only reads Secrets.
+	Enrollment bool
 	Logger     *slog.Logger
 }
 
@@ -84,6 +88,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if gc.AccessLogger == nil {
 		gc.AccessLogger = log
 	}
+	var enrollSvc *enroll.Service
+	if cfg.Enrollment {
+		if enrollSvc, gc.Local, err = enrollment(up.REST, up.Client, reg, cfg.Namespace, gc.RequireHMAC, log); err != nil {
+			return err
+		}
+		gc.OnNextCredential = enrollSvc.Promote
+	}
 	gw, err = gateway.New(gc)
 	if err != nil {
 		return err
@@ -110,6 +121,9 @@ func Run(ctx context.Context, cfg Config) error {
 	bgCtx, stopBg := context.WithCancel(bgCtx)
 	bg.Go(func() error { return reg.Run(bgCtx) })
 	bg.Go(func() error { return prober.Run(bgCtx) })
+	if enrollSvc != nil {
+		bg.Go(func() error { return enrollSvc.Run(bgCtx) })
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return gw.Serve(gctx, devLn, cfg.Server) })
@@ -130,6 +144,9 @@ func logStart(log *slog.Logger, cfg Config, up *upstream.Upstream, devLn, adminL
 	log.Info("picogate serving devices", "listen", devLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"upstream", up.URL.String(), "kubeconfig", up.Source, "namespace", cfg.Namespace, "compact", cfg.Gateway.Compact,
 		"http2", cfg.Upstream.HTTP2)
+	if cfg.Enrollment {
+		log.Info("--enrollment: devices may enroll with a token, rotate and deregister; the gateway writes device records", "require_hmac", cfg.Gateway.RequireHMAC)
+	}
 	if cfg.Gateway.SharedIdentity {
 		log.Warn("--shared-identity: devices without a credential are forwarded with the gateway's own identity; every such device shares it, as with the seed's nginx")
 	}

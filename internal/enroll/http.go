@@ -1,0 +1,213 @@
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/status"
+)
+
+// MaxRequestBytes caps an enrollment request body; a real one is about 150 bytes.
+const MaxRequestBytes = 4096
+
+// HandlersConfig configures the HTTP endpoints.
+type HandlersConfig struct {
+	// Enroller does the work. Required.
+	Enroller *Enroller
+	// DeviceFrom returns the authenticated device of a request (gateway.DeviceFrom). Required.
+	DeviceFrom func(*http.Request) *devices.Device
+	// Note records why a request was refused, for the gateway's access log (gateway.NoteReason).
+	Note func(r *http.Request, reason string)
+	// EnrollRate and EnrollBurst bound enrollment requests across all devices (unauthenticated requests
+	// that each cost the API server a few calls). Default 10/s, burst 20.
+	EnrollRate  float64
+	EnrollBurst int
+	// Timeout bounds the work of one request against the API server. Default 10s.
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// Handlers serves POST /picogate/v1/enroll, /rotate and /deregister.
+type Handlers struct {
+	cfg     HandlersConfig
+	limiter *rate.Limiter
+	log     *slog.Logger
+}
+
+// NewHandlers validates cfg and builds the handlers.
+func NewHandlers(cfg HandlersConfig) (*Handlers, error) {
+	var errs []error
+	if cfg.Enroller == nil {
+		errs = append(errs, errors.New("enrollment handlers: an enroller is required"))
+	}
+	if cfg.DeviceFrom == nil {
+		errs = append(errs, errors.New("enrollment handlers: DeviceFrom is required"))
+	}
+	if cfg.EnrollRate < 0 || cfg.EnrollBurst < 0 || cfg.Timeout < 0 {
+		errs = append(errs, errors.New("enrollment handlers: rate, burst and timeout must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.EnrollRate == 0 {
+		cfg.EnrollRate = 10
+	}
+	if cfg.EnrollBurst == 0 {
+		cfg.EnrollBurst = 20
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Note == nil {
+		cfg.Note = func(*http.Request, string) {}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Handlers{cfg: cfg, limiter: rate.NewLimiter(rate.Limit(cfg.EnrollRate), cfg.EnrollBurst), log: cfg.Logger.With("component", "enroll")}, nil
+}
+
+// DecodeRequest parses an enrollment request body: one JSON object with the fields of Request and no
+// others (a misspelt field is a firmware bug worth a clear 400, not a silent default).
+func DecodeRequest(body []byte) (Request, error) {
+	var req Request
+	if len(body) > MaxRequestBytes {
+		return Request{}, errors.New("enrollment request over " + strconv.Itoa(MaxRequestBytes) + " bytes")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return Request{}, errors.New("enrollment request is not a JSON object of token, name, hardwareId and auth: " + err.Error())
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Request{}, errors.New("enrollment request: data after the JSON object")
+	}
+	return req, nil
+}
+
+// Enroll serves POST /picogate/v1/enroll.
+func (h *Handlers) Enroll(w http.ResponseWriter, r *http.Request) {
+	if !h.limiter.Allow() {
+		h.refuse(w, r, http.StatusTooManyRequests, "too many enrollment requests; retry", time.Second)
+		return
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.Timeout))
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxRequestBytes+1))
+	if err != nil {
+		h.refuse(w, r, http.StatusBadRequest, "reading the enrollment request: "+err.Error(), 0)
+		return
+	}
+	req, err := DecodeRequest(body)
+	if err != nil {
+		h.refuse(w, r, http.StatusBadRequest, err.Error(), 0)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
+	defer cancel()
+	res, err := h.cfg.Enroller.Enroll(ctx, req)
+	if err != nil {
+		h.fail(w, r, "enrollment", err)
+		return
+	}
+	if res.Credential == nil {
+		writeJSON(w, res.Code, res.RetryAfter, pendingStatus(res))
+		return
+	}
+	writeJSON(w, res.Code, 0, res.Credential)
+}
+
+// Rotate serves POST /picogate/v1/rotate for an authenticated device.
+func (h *Handlers) Rotate(w http.ResponseWriter, r *http.Request) {
+	d := h.cfg.DeviceFrom(r)
+	if d == nil {
+		h.refuse(w, r, http.StatusUnauthorized, "rotation needs the device's own credential", 0)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
+	defer cancel()
+	cred, err := h.cfg.Enroller.Rotate(ctx, d.Name)
+	if err != nil {
+		h.fail(w, r, "rotation", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, 0, cred)
+}
+
+// Deregister serves POST /picogate/v1/deregister for an authenticated device.
+func (h *Handlers) Deregister(w http.ResponseWriter, r *http.Request) {
+	d := h.cfg.DeviceFrom(r)
+	if d == nil {
+		h.refuse(w, r, http.StatusUnauthorized, "deregistration needs the device's own credential", 0)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
+	defer cancel()
+	if err := h.cfg.Enroller.Deregister(ctx, d.Name); err != nil {
+		h.fail(w, r, "deregistration", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, 0, successStatus("device "+d.Name+" deregistered: its credential, Node, Lease and record are gone"))
+}
+
+func (h *Handlers) fail(w http.ResponseWriter, r *http.Request, what string, err error) {
+	var refused *Error
+	if errors.As(err, &refused) {
+		h.refuse(w, r, refused.Code, refused.Message, 0)
+		return
+	}
+	h.log.Warn(what+" failed", "err", err)
+	h.refuse(w, r, http.StatusServiceUnavailable, what+" could not be completed (the Kubernetes API server is unavailable or busy); retry", 5*time.Second)
+}
+
+func (h *Handlers) refuse(w http.ResponseWriter, r *http.Request, code int, msg string, retry time.Duration) {
+	h.cfg.Note(r, msg)
+	status.WriteRetry(w, code, msg, retry)
+}
+
+// statusObject is a Kubernetes Status for answers that are not failures.
+type statusObject struct {
+	Kind       string   `json:"kind"`
+	APIVersion string   `json:"apiVersion"`
+	Metadata   struct{} `json:"metadata"`
+	Status     string   `json:"status"`
+	Message    string   `json:"message"`
+	Reason     string   `json:"reason,omitempty"`
+	Code       int      `json:"code"`
+}
+
+func pendingStatus(res Result) statusObject {
+	return statusObject{Kind: "Status", APIVersion: "v1", Status: "Pending", Message: res.Message, Reason: "PendingApproval", Code: res.Code}
+}
+
+func successStatus(msg string) statusObject {
+	return statusObject{Kind: "Status", APIVersion: "v1", Status: "Success", Message: msg, Code: http.StatusOK}
+}
+
+// writeJSON answers with a Content-Length (devices cannot read chunked bodies) and no caching: a
+// credential must never be stored by anything in between.
+func writeJSON(w http.ResponseWriter, code int, retry time.Duration, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status.Write(w, http.StatusInternalServerError, "encoding the answer failed")
+		return
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("Content-Length", strconv.Itoa(len(b)))
+	hd.Set("Cache-Control", "no-store")
+	if retry > 0 {
+		hd.Set("Retry-After", strconv.Itoa(int(retry/time.Second)))
+	}
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}

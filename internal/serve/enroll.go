@@ -1,0 +1,69 @@
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/enroll"
+	"github.com/picogate/picogate/internal/gateway"
+)
+
+// DeregisterGroup is the group the gateway adds, for one request only, when it deletes a deregistering
+// device's Node as that device. The Node authorizer lets a node delete its own Lease but not its own
+// Node (verified against kube-apiserver v1.37.2), so deploy/rbac-enrollment.yaml grants this group
+// "delete nodes"; NodeRestriction admission then refuses a node deleting any Node but its own.
+const DeregisterGroup = "picogate:deregistering"
+
+// enrollment builds the --enrollment feature: its background service and its endpoints.
+func enrollment(rc *rest.Config, client kubernetes.Interface, reg *devices.Registry, ns string, requireHMAC bool, log *slog.Logger) (*enroll.Service, []gateway.LocalRoute, error) {
+	store := devices.NewStore(client, ns)
+	tokens := enroll.NewTokens(client, ns)
+	en, err := enroll.New(enroll.Config{Store: store, Tokens: tokens, Registry: reg, DeleteNode: deleteNodeAsDevice(rc), RequireHMAC: requireHMAC, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := enroll.NewHandlers(enroll.HandlersConfig{Enroller: en, DeviceFrom: gateway.DeviceFrom, Note: gateway.NoteReason, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	svc, err := enroll.NewService(enroll.ServiceConfig{Tokens: tokens, Store: store, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	p := gateway.LocalPrefix
+	return svc, []gateway.LocalRoute{
+		{Method: http.MethodPost, Path: p + "enroll", Name: "enroll", Handler: http.HandlerFunc(h.Enroll)},
+		{Method: http.MethodPost, Path: p + "rotate", Name: "rotate", Device: true, Handler: http.HandlerFunc(h.Rotate)},
+		{Method: http.MethodPost, Path: p + "deregister", Name: "deregister", Device: true, Handler: http.HandlerFunc(h.Deregister)},
+	}, nil
+}
+
+// deleteNodeAsDevice deletes a device's Lease and Node impersonating the device itself, so the API
+// server confines the deletion to that one node, and its audit log names the node.
+func deleteNodeAsDevice(rc *rest.Config) func(ctx context.Context, name string) error {
+	return func(ctx context.Context, name string) error {
+		c := rest.CopyConfig(rc)
+		c.Impersonate = rest.ImpersonationConfig{UserName: devices.NodeUser(name), Groups: []string{"system:nodes", DeregisterGroup}}
+		cs, err := kubernetes.NewForConfig(c)
+		if err != nil {
+			return fmt.Errorf("client for node %q: %w", name, err)
+		}
+		var errs []error
+		if err := cs.CoordinationV1().Leases("kube-node-lease").Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting lease %q: %w", name, err))
+		}
+		if err := cs.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting node %q: %w", name, err))
+		}
+		return errors.Join(errs...)
+	}
+}
