@@ -1,0 +1,303 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/picogate/picogate/internal/gatewaytest"
+	"github.com/picogate/picogate/internal/hmacauth"
+)
+
+// gatewaySA is the identity deploy/rbac.yaml and deploy/rbac-enrollment.yaml bind: the enrollment tests
+// run the gateway as it (a client certificate with the ServiceAccount's user name), so they prove those
+// two files are all --enrollment needs.
+const gatewaySA = "system:serviceaccount:picogate-system:picogate"
+
+var (
+	saOnce       sync.Once
+	saKubeconfig string
+	saErr        error
+)
+
+// enrollmentKubeconfig returns a kubeconfig for gatewaySA, applying the two manifests on first use.
+func enrollmentKubeconfig(t testing.TB) string {
+	t.Helper()
+	c := cluster(t)
+	saOnce.Do(func() {
+		cs := admin(c)
+		for _, f := range []string{"rbac.yaml", "rbac-enrollment.yaml"} {
+			if saErr = applyManifest(cs, filepath.Join("..", "..", "deploy", f)); saErr != nil {
+				return
+			}
+		}
+		cert, key, err := c.IssueClientCert("picogate-sa", gatewaySA)
+		if err != nil {
+			saErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "picogate-e2e-sa-")
+		if err != nil {
+			saErr = err
+			return
+		}
+		saKubeconfig = filepath.Join(dir, "kubeconfig")
+		saErr = c.WriteKubeconfig(saKubeconfig, cert, key)
+	})
+	if saErr != nil {
+		t.Fatalf("gateway identity: %v", saErr)
+	}
+	return saKubeconfig
+}
+
+// applyManifest creates every object of an RBAC manifest (the kinds deploy/ uses).
+func applyManifest(cs kubernetes.Interface, file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	for doc := range strings.SplitSeq(string(b), "\n---\n") {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		create := map[string]func() error{
+			"Namespace": func() error {
+				var o corev1.Namespace
+				return decodeAnd(doc, &o, func() error { _, err := cs.CoreV1().Namespaces().Create(ctx, &o, metav1.CreateOptions{}); return err })
+			},
+			"ServiceAccount": func() error {
+				var o corev1.ServiceAccount
+				return decodeAnd(doc, &o, func() error {
+					_, err := cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
+					return err
+				})
+			},
+			"ClusterRole": func() error {
+				var o rbacv1.ClusterRole
+				return decodeAnd(doc, &o, func() error { _, err := cs.RbacV1().ClusterRoles().Create(ctx, &o, metav1.CreateOptions{}); return err })
+			},
+			"ClusterRoleBinding": func() error {
+				var o rbacv1.ClusterRoleBinding
+				return decodeAnd(doc, &o, func() error {
+					_, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &o, metav1.CreateOptions{})
+					return err
+				})
+			},
+			"Role": func() error {
+				var o rbacv1.Role
+				return decodeAnd(doc, &o, func() error {
+					_, err := cs.RbacV1().Roles(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
+					return err
+				})
+			},
+			"RoleBinding": func() error {
+				var o rbacv1.RoleBinding
+				return decodeAnd(doc, &o, func() error {
+					_, err := cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
+					return err
+				})
+			},
+		}[meta.Kind]
+		if meta.Kind == "" {
+			continue
+		}
+		if create == nil {
+			return fmt.Errorf("%s: unexpected kind %q", file, meta.Kind)
+		}
+		if err := create(); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("%s: creating %s: %w", file, meta.Kind, err)
+		}
+	}
+	return nil
+}
+
+func decodeAnd(doc string, into any, create func() error) error {
+	if err := yaml.Unmarshal([]byte(doc), into); err != nil {
+		return err
+	}
+	return create()
+}
+
+// startEnrollmentGateway runs picogate serve --enrollment as the gateway's least-privilege identity.
+func startEnrollmentGateway(t testing.TB, args ...string) *gatewaytest.Gateway {
+	t.Helper()
+	return gatewaytest.Start(t, gatewaytest.Options{Kubeconfig: enrollmentKubeconfig(t), Args: append([]string{"--enrollment"}, args...)})
+}
+
+// enrollToken is what `picogate token create -o json` prints.
+type enrollToken struct {
+	Token   string    `json:"token"`
+	ID      string    `json:"id"`
+	Expires time.Time `json:"expires"`
+	Uses    int       `json:"uses"`
+	Prefix  string    `json:"prefix"`
+	Approve string    `json:"approve"`
+}
+
+func createToken(t testing.TB, args ...string) enrollToken {
+	t.Helper()
+	var tok enrollToken
+	out := picogate(t, append([]string{"token", "create", "-o", "json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), &tok); err != nil {
+		t.Fatalf("token create -o json: %v: %q", err, out)
+	}
+	if !strings.HasPrefix(tok.Token, "pge_"+tok.ID+".") {
+		t.Fatalf("token create: got token %q for id %q, want pge_<id>.<secret>", tok.Token, tok.ID)
+	}
+	return tok
+}
+
+// enrolled is the answer to POST /picogate/v1/enroll.
+type enrolled struct {
+	code       int
+	retryAfter string
+	cred       credentialKey
+	message    string
+	reason     string
+	took       time.Duration
+}
+
+// credentialKey is a credential as the gateway returns it (device add -o json's fields plus key).
+type credentialKey struct {
+	Name, Auth, Token, Key, Header string
+}
+
+func enroll(t testing.TB, addr, token, name, hw, auth string) enrolled {
+	t.Helper()
+	body := fmt.Sprintf(`{"token":%q,"name":%q,"hardwareId":%q,"auth":%q}`, token, name, hw, auth)
+	start := time.Now()
+	r := firmwareDo(t, addr, "", "POST", "/picogate/v1/enroll", "application/json", body, "")
+	e := enrolled{code: r.code, retryAfter: r.headers["retry-after"], took: time.Since(start)}
+	var st struct{ Message, Reason string }
+	if r.code == 200 || r.code == 201 {
+		if err := json.Unmarshal([]byte(r.body), &e.cred); err != nil {
+			t.Fatalf("enroll %s: %d with body %q: %v", name, r.code, r.body, err)
+		}
+	} else if err := json.Unmarshal([]byte(r.body), &st); err != nil {
+		t.Fatalf("enroll %s: %d with a body that is not a Status: %q", name, r.code, r.body)
+	}
+	e.message, e.reason = st.Message, st.Reason
+	return e
+}
+
+// signer signs firmware-style requests for one hmac device, as a firmware would: its own clock offset
+// and a fresh random nonce per request.
+type signer struct {
+	name string
+	key  []byte
+	skew time.Duration
+}
+
+func newSigner(t testing.TB, name, keyHex string) *signer {
+	t.Helper()
+	k, err := hex.DecodeString(keyHex)
+	if err != nil || len(k) != hmacauth.KeySize {
+		t.Fatalf("device %s: key %q is not 64 hex digits", name, keyHex)
+	}
+	return &signer{name: name, key: k}
+}
+
+// header returns the Authorization header line for a request with target (path?query), signed now.
+func (s *signer) header(method, target, ctype, body string) string {
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:])
+	return s.headerAt(method, target, ctype, body, time.Now().Add(s.skew).Unix(), hex.EncodeToString(nonce[:]))
+}
+
+func (s *signer) headerAt(method, target, ctype, body string, ts int64, nonce string) string {
+	path, query, _ := strings.Cut(target, "?")
+	m := &hmacauth.Message{Method: method, Path: path, Query: query, ContentType: ctype, Timestamp: strconv.FormatInt(ts, 10),
+		Nonce: nonce, BodySHA256: sha256.Sum256([]byte(body))}
+	return "Authorization: " + hmacauth.Authorization(s.name, m, hmacauth.Sign(s.key, m))
+}
+
+// do sends one signed firmware-style request.
+func (s *signer) do(t testing.TB, addr, method, target, ctype, body string) firmwareResponse {
+	t.Helper()
+	return firmwareDo(t, addr, "", method, target, ctype, body, s.header(method, target, ctype, body))
+}
+
+// signedFirmwareSequence is firmwareSequence with every request signed: register the node, two status
+// heartbeats, the fleet ConfigMap, the node itself, each fitting the firmware's buffer.
+func signedFirmwareSequence(t *testing.T, addr string, s *signer) {
+	t.Helper()
+	node := firmwareNode(t, s.name, "127.0.0.1")
+	if r := s.do(t, addr, "POST", "/api/v1/nodes", "application/json", node); r.code != 201 && r.code != 409 {
+		t.Fatalf("signed POST node: got %d %s, want 201", r.code, r.body)
+	}
+	for i := range 2 {
+		r := s.do(t, addr, "PATCH", "/api/v1/nodes/"+s.name+"/status", "application/strategic-merge-patch+json", firmwareHeartbeat("127.0.0.1"))
+		if r.code != 200 {
+			t.Fatalf("signed PATCH status %d: got %d %s, want 200", i, r.code, r.body)
+		}
+		checkFirmwareFits(t, "signed PATCH status", r)
+	}
+	if r := s.do(t, addr, "GET", "/api/v1/namespaces/default/configmaps/pico-config", "", ""); r.code != 200 || !strings.Contains(r.body, "memory_values") {
+		t.Fatalf("signed GET configmap: got %d %s, want 200 with data.memory_values", r.code, r.body)
+	}
+	r := s.do(t, addr, "GET", "/api/v1/nodes/"+s.name, "", "")
+	if r.code != 200 {
+		t.Fatalf("signed GET node: got %d %s, want 200", r.code, r.body)
+	}
+	checkFirmwareFits(t, "signed GET node", r)
+}
+
+// leaseBody is a node Lease as a kubelet writes it.
+func leaseBody(name string) string {
+	return fmt.Sprintf(`{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":%q,"namespace":"kube-node-lease"},"spec":{"holderIdentity":%q,"leaseDurationSeconds":40}}`, name, name)
+}
+
+// nodeAndLeaseGone reports whether the admin sees neither the node nor its lease.
+func nodeAndLeaseGone(t testing.TB, name string) bool {
+	t.Helper()
+	cs := admin(cluster(t))
+	ctx := context.Background()
+	_, nerr := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	_, lerr := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, name, metav1.GetOptions{})
+	return apierrors.IsNotFound(nerr) && apierrors.IsNotFound(lerr)
+}
+
+func recordExists(t testing.TB, name string) bool {
+	t.Helper()
+	_, err := admin(cluster(t)).CoreV1().Secrets("picogate-system").Get(context.Background(), "device-"+name, metav1.GetOptions{})
+	return err == nil
+}
+
+func decode(t testing.TB, s string, into any) error {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), into); err != nil {
+		t.Errorf("decoding %q: %v", s, err)
+		return err
+	}
+	return nil
+}
+
+// addHMACDevice registers an hmac device with the CLI and returns its credential (with the key).
+func addHMACDevice(t testing.TB, name string, args ...string) credentialKey {
+	t.Helper()
+	var c credentialKey
+	out := picogate(t, append([]string{"device", "add", name, "--auth", "hmac", "-o", "json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), &c); err != nil || c.Auth != "hmac" || len(c.Key) != 64 {
+		t.Fatalf("device add --auth hmac -o json: got %q (%v), want an hmac credential with a key", out, err)
+	}
+	return c
+}
