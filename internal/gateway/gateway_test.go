@@ -399,3 +399,18 @@ func TestRewriteSharedAddsNoIdentity(t *testing.T) {
 		t.Errorf("got Impersonate-User %q, want none", v)
 	}
 }
+
+func TestUpstream401BecomesRetryable503(t *testing.T) {
+	g := newTestGateway(t, Config{SharedIdentity: true})
+	res := &http.Response{StatusCode: 401, Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(`{"kind":"Status","code":401}`)), Request: httptest.NewRequest("GET", "/version", nil)}
+	if err := g.upstreamRefusedGateway(res); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 503 || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("got %d Retry-After=%q, want 503 with Retry-After", res.StatusCode, res.Header.Get("Retry-After"))
+	}
+	if s := readStatus(t, body); s.Code != 503 || !strings.Contains(s.Message, "gateway's credential") {
+		t.Errorf("got %+v, want a 503 Status about the gateway's credential", s)
+	}
+}

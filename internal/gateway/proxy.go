@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,13 +21,31 @@ import (
 // Content-Length, which the API server never does for a watch).
 func (g *Gateway) newProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite:       g.rewrite,
-		Transport:     g.cfg.Transport,
-		FlushInterval: -1,
-		BufferPool:    &bufferPool{pool: sync.Pool{New: func() any { return new([copyBufSize]byte) }}},
-		ErrorHandler:  g.proxyError,
-		ErrorLog:      nil,
+		Rewrite:        g.rewrite,
+		Transport:      g.cfg.Transport,
+		FlushInterval:  -1,
+		BufferPool:     &bufferPool{pool: sync.Pool{New: func() any { return new([copyBufSize]byte) }}},
+		ErrorHandler:   g.proxyError,
+		ModifyResponse: g.upstreamRefusedGateway,
 	}
+}
+
+// upstreamRefusedGateway turns the API server's 401 into a 503 with Retry-After. Devices never send a
+// credential upstream, so a 401 means the gateway's own credential was refused (expired token, a
+// rotation gone wrong): the device did nothing wrong, and a 401 would look to its firmware exactly like
+// its own revocation.
+func (g *Gateway) upstreamRefusedGateway(res *http.Response) error {
+	if res.StatusCode != http.StatusUnauthorized {
+		return nil
+	}
+	g.metrics.upstreamErrors.WithLabelValues("credential-refused").Inc()
+	g.log.Error("the API server refused the gateway's own credential; answering devices 503", "path", res.Request.URL.Path)
+	_ = res.Body.Close()
+	b := status.Body(http.StatusServiceUnavailable, "the gateway's credential was refused by the Kubernetes API server")
+	res.StatusCode, res.Status = http.StatusServiceUnavailable, "503 Service Unavailable"
+	res.Header = http.Header{"Content-Type": {"application/json"}, "Retry-After": {"5"}, "Content-Length": {strconv.Itoa(len(b))}}
+	res.Body, res.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	return nil
 }
 
 // rewrite builds the outgoing request. Nothing that could carry identity survives from the device:
