@@ -134,7 +134,7 @@ func TestDeviceCLI(t *testing.T) {
 		{"ip without address", []string{"device", "add", "cli-dev-3", "--auth", "ip"}, "--ip"},
 		{"unknown mode", []string{"device", "add", "cli-dev-3", "--auth", "magic"}, "unknown auth mode"},
 		{"revoke unknown", []string{"device", "revoke", "nobody-here"}, "no device"},
-		{"rotate ip device", []string{"device", "rotate", "cli-dev-2"}, "only token devices"},
+		{"rotate ip device", []string{"device", "rotate", "cli-dev-2"}, "only token"},
 		{"no name", []string{"device", "add"}, "NAME"},
 		{"batch with a taken name", []string{"device", "add", "--count", "2", "--prefix", "cli-dev-"}, "already exists"},
 	}
