@@ -26,7 +26,7 @@ func (g *Gateway) compaction(next http.Handler) http.Handler {
 		cw := &compactWriter{ResponseWriter: w, g: g, info: info, head: r.Method == http.MethodHead}
 		defer func() {
 			if v := recover(); v != nil {
-				cw.abort(v)
+				cw.abort(v, r)
 			}
 		}()
 		next.ServeHTTP(cw, r)
@@ -34,21 +34,45 @@ func (g *Gateway) compaction(next http.Handler) http.Handler {
 	})
 }
 
-// abort handles ReverseProxy's http.ErrAbortHandler, raised when the upstream body breaks off. If nothing
-// has reached the device yet, it gets a clear 502 instead of a cut connection; otherwise the connection
-// is aborted, which is how a device learns a streamed response is incomplete.
-func (c *compactWriter) abort(v any) {
-	if v != http.ErrAbortHandler || c.mode != modeBuffer {
+// abort handles ReverseProxy's http.ErrAbortHandler, raised when the upstream body breaks off or the
+// request's context ends mid-stream. If nothing has reached the device yet, it gets a clear 502 instead
+// of a cut connection. A compacted watch is ended after its last whole event, well-formed (see
+// endWatch). Otherwise the connection is aborted, which is how a device learns a streamed response is
+// incomplete.
+func (c *compactWriter) abort(v any, r *http.Request) {
+	if v != http.ErrAbortHandler {
 		panic(v)
 	}
-	c.release()
-	c.mode = modePass
-	c.info.reason = "upstream response cut off"
-	c.g.metrics.upstreamErrors.WithLabelValues("truncated").Inc()
-	for k := range c.Header() {
-		delete(c.Header(), k)
+	switch {
+	case c.mode == modeBuffer:
+		c.release()
+		c.mode = modePass
+		c.info.reason = "upstream response cut off"
+		c.g.metrics.upstreamErrors.WithLabelValues("truncated").Inc()
+		for k := range c.Header() {
+			delete(c.Header(), k)
+		}
+		status.Write(c.ResponseWriter, http.StatusBadGateway, "the Kubernetes API server's response was cut off; retry")
+	case c.mode == modeEvents && c.events.Abandon():
+		c.endWatch(r)
+	default:
+		panic(v)
 	}
-	status.Write(c.ResponseWriter, http.StatusBadGateway, "the Kubernetes API server's response was cut off; retry")
+}
+
+// endWatch ends a watch whose stream stopped mid-way with a proper end of stream, so the device sees
+// the watch end rather than a cut connection. When the gateway ended it (shutdown, or the device's
+// credential changed) that is all, as when the API server ends a watch at its timeout. When the API
+// server's stream broke off, an ERROR event with a 503 Status says so first, and the device backs off
+// before it watches again.
+func (c *compactWriter) endWatch(r *http.Request) {
+	if r.Context().Err() != nil {
+		return
+	}
+	c.info.reason = "upstream watch cut off"
+	c.g.metrics.upstreamErrors.WithLabelValues("truncated").Inc()
+	ev := append([]byte(`{"type":"ERROR","object":`), status.Body(http.StatusServiceUnavailable, "the Kubernetes API server's watch stream broke off; watch again")...)
+	_, _ = c.ResponseWriter.Write(append(ev, "}\n"...))
 }
 
 type compactMode uint8

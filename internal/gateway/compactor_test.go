@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -99,5 +100,54 @@ func TestCompactionTruncatedUpstream(t *testing.T) {
 	}
 	if s := readStatus(t, rec.Body.Bytes()); !strings.Contains(s.Message, "cut off") {
 		t.Errorf("got %q, want a message saying the response was cut off", s.Message)
+	}
+}
+
+// TestCompactionWatchCutOff: a compacted watch whose stream stops mid-event ends after its last whole
+// event with a proper end of stream: an ERROR event first when the API server's stream broke off,
+// nothing more when the gateway itself ended it (shutdown, revocation). A stream passed through
+// untouched (an event over the cap) cannot be ended cleanly and is still cut.
+func TestCompactionWatchCutOff(t *testing.T) {
+	event := `{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"p"}}}` + "\n"
+	tests := []struct {
+		name      string
+		cancel    bool
+		partial   string
+		wantBody  string
+		wantPanic bool
+	}{
+		{name: "upstream broke off", partial: `{"type":"MODIFIED","obj`,
+			wantBody: event + `{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the Kubernetes API server's watch stream broke off; watch again","reason":"ServiceUnavailable","code":503}}` + "\n"},
+		{name: "gateway ended it", cancel: true, partial: `{"type":"MODIFIED","obj`, wantBody: event},
+		{name: "event over the cap", partial: `{"type":"MODIFIED","object":"` + strings.Repeat("x", 5000), wantPanic: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newTestGateway(t, Config{SharedIdentity: true, Compact: true, MaxCompactBytes: 4096})
+			h := g.compaction(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(200)
+				_, _ = w.Write([]byte(event + tt.partial))
+				panic(http.ErrAbortHandler) // what ReverseProxy does when the stream breaks off
+			}))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tt.cancel {
+				cancel()
+			}
+			rec := httptest.NewRecorder()
+			req := withInfo(httptest.NewRequest("GET", "/api/v1/pods?watch=1", nil).WithContext(ctx), &reqInfo{watch: true})
+			panicked := func() (p bool) {
+				defer func() { p = recover() == http.ErrAbortHandler }()
+				h.ServeHTTP(rec, req)
+				return false
+			}()
+			if panicked != tt.wantPanic {
+				t.Fatalf("connection aborted: got %v, want %v", panicked, tt.wantPanic)
+			}
+			if !tt.wantPanic && rec.Body.String() != tt.wantBody {
+				t.Errorf("body: got %q, want %q", rec.Body.String(), tt.wantBody)
+			}
+		})
 	}
 }
