@@ -43,7 +43,7 @@ func newServe(g *globals) *cobra.Command {
 	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 64<<10, "largest request body accepted (413 beyond)")
 	f.BoolVar(&cfg.Profiling, "profiling", false, "serve net/http/pprof under /debug/pprof/ on the admin port")
 	f.BoolVar(&cfg.Gateway.AccessLog, "access-log", true, "log one line per request")
-	f.DurationVar(&cfg.Gateway.UpstreamTimeout, "upstream-timeout", 5*time.Second, "time the API server has to answer a non-watch request (503 with Retry-After beyond)")
+	f.DurationVar(&cfg.Gateway.UpstreamTimeout, "upstream-timeout", 4500*time.Millisecond, "time the API server has to answer a non-watch request (503 with Retry-After beyond; the default keeps a device's wait under 5s)")
 	f.DurationVar(&cfg.Gateway.WriteTimeout, "write-timeout", 30*time.Second, "time a device has to take each response or watch event")
 	f.DurationVar(&cfg.Gateway.BodyTimeout, "body-timeout", 10*time.Second, "time a device has to send its request body")
 	f.IntVar(&cfg.Gateway.MaxInFlight, "max-inflight", 512, "concurrent non-watch requests (503 beyond)")

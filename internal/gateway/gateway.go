@@ -56,7 +56,8 @@ type Config struct {
 	MaxBodyBytes int64
 	// BodyTimeout bounds receiving a request body. Default 10s.
 	BodyTimeout time.Duration
-	// UpstreamTimeout bounds a non-watch request's round trip to the API server. Default 5s.
+	// UpstreamTimeout bounds a non-watch request's round trip to the API server. Default 4.5s, so that
+	// with the gateway's own work and the network a device has its answer within 5s.
 	UpstreamTimeout time.Duration
 	// WriteTimeout bounds each write to a device (for watches, each event). Default 30s.
 	WriteTimeout time.Duration
@@ -126,7 +127,7 @@ func New(cfg Config) (*Gateway, error) {
 	setDefault(&cfg.MaxCompactBytes, 256<<10)
 	setDefault(&cfg.MaxBodyBytes, 64<<10)
 	setDefault(&cfg.BodyTimeout, 10*time.Second)
-	setDefault(&cfg.UpstreamTimeout, 5*time.Second)
+	setDefault(&cfg.UpstreamTimeout, 4500*time.Millisecond)
 	setDefault(&cfg.WriteTimeout, 30*time.Second)
 	setDefault(&cfg.MaxInFlight, 512)
 	setDefault(&cfg.MaxWatches, 20000)
