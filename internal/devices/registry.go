@@ -124,8 +124,12 @@ func stripSecret(obj any) (any, error) {
 	return s, nil
 }
 
-// Run keeps the registry in sync until ctx ends.
+// Run keeps the registry in sync until ctx ends. It starts the informer once the device records can be
+// listed (see waitListable).
 func (r *Registry) Run(ctx context.Context) error {
+	if !r.waitListable(ctx) {
+		return nil
+	}
 	r.informer.RunWithContext(ctx)
 	return nil
 }
