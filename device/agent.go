@@ -54,6 +54,9 @@ func New(cfg Config) (*Agent, error) {
 		},
 	}
 	a.node.ip = c.InternalIP
+	if c.Key != nil {
+		a.cfg.Signer = &HMACSigner{Name: c.Name, Key: c.Key, Now: a.clock.Now}
+	}
 	var learn func(net.Addr)
 	if c.InternalIP == "" {
 		learn = a.learnAddr
@@ -80,6 +83,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	if a.internalIP() == "" {
 		a.tr.probeLocalAddr(ctx)
+	}
+	if a.cfg.Key != nil && a.cfg.ServerClock {
+		a.tr.syncClock(ctx) // the first signed request must already be on the gateway's time
 	}
 	if !a.register(ctx) {
 		return nil

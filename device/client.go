@@ -311,3 +311,23 @@ func (c *clock) observe(date string) {
 	}
 	c.mu.Unlock()
 }
+
+// syncClock sets the agent's clock from the gateway before anything is signed: GET /picogate/v1/time
+// needs no credential, and its Date header is all the clock needs. A failure is left to the first
+// signed request, whose answer carries a Date too.
+func (t *transport) syncClock(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", t.gateway+"/picogate/v1/time", nil)
+	if err != nil {
+		return
+	}
+	req.Header.Set("User-Agent", t.userAgent)
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1024))
+	resp.Body.Close()
+	t.clock.observe(resp.Header.Get("Date"))
+}

@@ -48,8 +48,13 @@ type Config struct {
 	// mode, where the gateway recognises the device by its source address.
 	Token string
 	// Signer, when set, authenticates each request instead of Token (for
-	// request signing). At most one of Token and Signer may be set.
+	// request signing). At most one of Token, Signer and Key may be set.
 	Signer Signer
+	// Key is the device's 32-byte key in hmac mode: the agent then signs
+	// every request with an HMACSigner on its own clock (set ServerClock on
+	// a board without a real-time clock: the gateway refuses a timestamp
+	// more than 30 s off).
+	Key []byte
 
 	// Board is the value of the picogate.io/board label; default "rp2040".
 	Board string
@@ -139,8 +144,11 @@ func (c Config) withDefaults() (Config, error) {
 	} else {
 		c.Gateway = strings.TrimRight(c.Gateway, "/")
 	}
-	if c.Token != "" && c.Signer != nil {
-		errs = append(errs, errors.New("auth: set Token or Signer, not both"))
+	if n := btoi(c.Token != "") + btoi(c.Signer != nil) + btoi(c.Key != nil); n > 1 {
+		errs = append(errs, errors.New("auth: Token, Signer and Key exclude each other: set one, not both"))
+	}
+	if c.Key != nil && len(c.Key) != KeySize {
+		errs = append(errs, fmt.Errorf("key: %d bytes, want %d", len(c.Key), KeySize))
 	}
 	if strings.ContainsAny(c.Token, " \t\r\n") {
 		errs = append(errs, errors.New("token: contains white space"))
@@ -309,3 +317,10 @@ func (discardHandler) Enabled(context.Context, slog.Level) bool  { return false 
 func (discardHandler) Handle(context.Context, slog.Record) error { return nil }
 func (d discardHandler) WithAttrs([]slog.Attr) slog.Handler      { return d }
 func (d discardHandler) WithGroup(string) slog.Handler           { return d }
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

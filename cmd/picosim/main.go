@@ -25,7 +25,7 @@ func run() error {
 	var cfg sim.Config
 	flag.IntVar(&cfg.Devices, "devices", 0, "how many devices to run (default: every entry of --credentials)")
 	flag.StringVar(&cfg.Gateway, "gateway", "http://127.0.0.1:6080", "gateway base URL")
-	creds := flag.String("credentials", "", "JSON from `picogate device add ... -o json` (array or object)")
+	creds := flag.String("credentials", "", "JSON from `picogate device add ... -o json` (array or object); devices with auth hmac sign every request")
 	flag.StringVar(&cfg.Mode, "mode", sim.ModeAgent, "agent (the device package) or firmware (the reference firmware's wire behaviour)")
 	flag.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
 	flag.BoolVar(&cfg.Jitter, "jitter", true, "spread starts and jitter periods, like a real fleet")

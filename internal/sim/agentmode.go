@@ -18,7 +18,12 @@ func newAgent(cfg Config, c Credential) (*agentDevice, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device %q: %w", c.Name, err)
 	}
+	key, err := c.key()
+	if err != nil {
+		return nil, fmt.Errorf("device %q: %w", c.Name, err)
+	}
 	dc := device.Config{
+		Key:     key,
 		Name:    c.Name,
 		Gateway: cfg.Gateway,
 		Token:   c.Token,

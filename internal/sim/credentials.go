@@ -2,25 +2,41 @@ package sim
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+
+	"github.com/picogate/picogate/device"
 )
 
 // Credential is one device's identity, as `picogate device add -o json`
 // prints it (or one element of the array `--count N` prints).
 type Credential struct {
 	Name   string `json:"name"`
-	Auth   string `json:"auth"`             // "token" or "ip"
+	Auth   string `json:"auth"`             // "token", "hmac" or "ip"
 	Token  string `json:"token,omitempty"`  // token mode
+	Key    string `json:"key,omitempty"`    // hmac mode: the signing key, 64 hex digits
 	Header string `json:"header,omitempty"` // the one header the firmware adds
 	Source string `json:"source,omitempty"` // ip mode: the device's address, e.g. "127.0.0.11/32"
 }
 
 // String never shows the token.
 func (c Credential) String() string { return fmt.Sprintf("%s (%s)", c.Name, c.Auth) }
+
+// key is the hmac-mode key, decoded; nil without one.
+func (c Credential) key() ([]byte, error) {
+	if c.Auth != "hmac" {
+		return nil, nil
+	}
+	k, err := hex.DecodeString(c.Key)
+	if err != nil || len(k) != device.KeySize {
+		return nil, errors.New("auth hmac: key must be 64 hex digits")
+	}
+	return k, nil
+}
 
 // sourceIP is the address to dial from, for ip mode; invalid when none.
 func (c Credential) sourceIP() (netip.Addr, error) {
@@ -82,12 +98,16 @@ func ParseCredentials(b []byte) ([]Credential, error) {
 			if c.Token == "" {
 				errs = append(errs, fmt.Errorf("device %q: auth token without a token", c.Name))
 			}
+		case "hmac":
+			if _, err := c.key(); err != nil {
+				errs = append(errs, fmt.Errorf("device %q: %w", c.Name, err))
+			}
 		case "ip":
 			if c.Source == "" {
 				errs = append(errs, fmt.Errorf("device %q: auth ip without a source", c.Name))
 			}
 		default:
-			errs = append(errs, fmt.Errorf("device %q: auth %q: want token or ip", c.Name, c.Auth))
+			errs = append(errs, fmt.Errorf("device %q: auth %q: want token, hmac or ip", c.Name, c.Auth))
 		}
 		if _, err := c.sourceIP(); err != nil {
 			errs = append(errs, fmt.Errorf("device %q: source %q: %w", c.Name, c.Source, err))

@@ -11,8 +11,11 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/picogate/picogate/device"
 )
 
 // The reference firmware's fixed sizes (shared/notes/firmware-wire.md).
@@ -29,6 +32,7 @@ const (
 // and each response read into one 4096-byte buffer.
 type firmwareDevice struct {
 	name, host, token string
+	signer            *device.HMACSigner // hmac mode: a firmware that signs its requests
 	src               netip.Addr
 	dial              func(ctx context.Context, network, addr string) (net.Conn, error)
 	statusEvery       time.Duration
@@ -59,6 +63,10 @@ func newFirmware(cfg Config, c Credential) (*firmwareDevice, error) {
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), "80")
 	}
+	key, err := c.key()
+	if err != nil {
+		return nil, fmt.Errorf("device %q: %w", c.Name, err)
+	}
 	f := &firmwareDevice{
 		name: c.Name, host: host, token: c.Token, src: src,
 		dial:        dialer(src, firmwareIOTimeout),
@@ -66,6 +74,10 @@ func newFirmware(cfg Config, c Credential) (*firmwareDevice, error) {
 		configEvery: cfg.FirmwareConfigInterval,
 		req:         make([]byte, 0, firmwareRequestBuffer),
 		r:           DeviceReport{Name: c.Name, Errors: map[string]uint64{}},
+	}
+	if key != nil {
+		// A firmware that signs, on the board's clock (set from the gateway's Date headers).
+		f.signer = &device.HMACSigner{Name: c.Name, Key: key, Now: f.now}
 	}
 	f.addrLabel = "192.168.1.50"
 	if src.IsValid() {
@@ -165,7 +177,16 @@ func (f *firmwareDevice) fail(kind, msg string) {
 // Only Run's goroutine calls it, so the buffers need no lock; the counters
 // take f.mu since Snapshot reads them.
 func (f *firmwareDevice) send(ctx context.Context, method, path, ctype string, body []byte) (int, error) {
-	f.req = appendFirmwareRequest(f.req[:0], method, path, f.host, f.token, ctype, body)
+	if f.signer != nil {
+		p, q, _ := strings.Cut(path, "?")
+		auth, err := f.signer.Authorization(method, p, q, ctype, body)
+		if err != nil {
+			return 0, err
+		}
+		f.req = appendFirmwareRequestAuth(f.req[:0], method, path, f.host, auth, ctype, body)
+	} else {
+		f.req = appendFirmwareRequest(f.req[:0], method, path, f.host, f.token, ctype, body)
+	}
 	f.count(func(r *DeviceReport) { r.Requests++ })
 	if len(f.req) > firmwareRequestBuffer {
 		f.fail("request-too-large", fmt.Sprintf("%s %s: %d bytes do not fit the %d-byte request buffer", method, path, len(f.req), firmwareRequestBuffer))
@@ -238,15 +259,24 @@ func (f *firmwareDevice) now() time.Time {
 // headers in its order, the Authorization header (token mode only) right
 // after Connection: close, then Content-Type and Content-Length for a body.
 func appendFirmwareRequest(b []byte, method, path, host, token, ctype string, body []byte) []byte {
+	if token != "" {
+		token = "Bearer " + token
+	}
+	return appendFirmwareRequestAuth(b, method, path, host, token, ctype, body)
+}
+
+// appendFirmwareRequestAuth is appendFirmwareRequest with the whole Authorization value (a bearer
+// token, or a signature from a firmware that signs: hmac mode).
+func appendFirmwareRequestAuth(b []byte, method, path, host, auth, ctype string, body []byte) []byte {
 	b = append(b, method...)
 	b = append(b, ' ')
 	b = append(b, path...)
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, host...)
 	b = append(b, "\r\nUser-Agent: "+firmwareUserAgent+"\r\nAccept: application/json\r\nConnection: close\r\n"...)
-	if token != "" {
-		b = append(b, "Authorization: Bearer "...)
-		b = append(b, token...)
+	if auth != "" {
+		b = append(b, "Authorization: "...)
+		b = append(b, auth...)
 		b = append(b, "\r\n"...)
 	}
 	if body != nil {

@@ -44,7 +44,7 @@ func TestParseCredentials(t *testing.T) {
 		{"empty array", `[]`, 0, "no devices"},
 		{"not json", `pico-1`, 0, "want a JSON array or object"},
 		{"every problem", `[{"auth":"token"},{"name":"a","auth":"token"},{"name":"b","auth":"ip"},{"name":"c","auth":"x","source":"nope"},{"name":"c","auth":"ip","source":"1.2.3.4"}]`, 0,
-			"entry 0: no name\ndevice \"a\": auth token without a token\ndevice \"b\": auth ip without a source\ndevice \"c\": auth \"x\": want token or ip\ndevice \"c\": source \"nope\""},
+			"entry 0: no name\ndevice \"a\": auth token without a token\ndevice \"b\": auth ip without a source\ndevice \"c\": auth \"x\": want token, hmac or ip\ndevice \"c\": source \"nope\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
