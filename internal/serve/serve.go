@@ -58,6 +58,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Upstream.Logger == nil {
+		cfg.Upstream.Logger = log
+	}
 	up, err := upstream.New(cfg.Upstream)
 	if err != nil {
 		return err
