@@ -41,6 +41,8 @@ func newServe(g *globals) *cobra.Command {
 	f.BoolVar(&cfg.Gateway.Compact, "compact", true, "MCU-sized responses: drop managedFields, send Content-Length, never chunked")
 	f.IntVar(&cfg.Gateway.MaxCompactBytes, "compact-max-bytes", 256<<10, "largest response buffered for compaction; larger ones pass through untouched")
 	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 64<<10, "largest request body accepted (413 beyond)")
+	f.IntVar(&cfg.GCPercent, "gc-percent", 400, "Go GC target percentage (GOGC); the GOGC environment variable wins")
+	f.Int64Var(&cfg.MemoryLimit, "memory-limit", 256<<20, "soft memory limit in bytes (GOMEMLIMIT); the GOMEMLIMIT environment variable wins")
 	f.BoolVar(&cfg.Profiling, "profiling", false, "serve net/http/pprof under /debug/pprof/ on the admin port")
 	f.BoolVar(&cfg.Gateway.AccessLog, "access-log", true, "log one line per request")
 	f.DurationVar(&cfg.Gateway.UpstreamTimeout, "upstream-timeout", 4500*time.Millisecond, "time the API server has to answer a non-watch request (503 with Retry-After beyond; the default keeps a device's wait under 5s)")
