@@ -32,6 +32,10 @@ func (g *Gateway) authorize(next http.Handler) http.Handler {
 			g.refuse(w, info, http.StatusBadRequest, "path", err.Error())
 			return
 		}
+		if strings.HasPrefix(path, g.registrySecrets) && (len(path) == len(g.registrySecrets) || path[len(g.registrySecrets)] == '/') {
+			g.refuse(w, info, http.StatusForbidden, "registry", "device records are not readable through the gateway")
+			return
+		}
 		q, err := policy.ParseQuery(r.URL.RawQuery)
 		if err != nil {
 			g.refuse(w, info, http.StatusBadRequest, "query", err.Error())

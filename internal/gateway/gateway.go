@@ -47,6 +47,10 @@ type Config struct {
 	AllowCIDRs []netip.Prefix
 	// Policy is the device allowlist. Default policy.Default().
 	Policy *policy.Policy
+	// RegistryNamespace holds the device records. Secrets there are refused to every device whatever
+	// the policy and identity say: with --shared-identity the gateway's own credential could read them.
+	// Default picogate-system.
+	RegistryNamespace string
 	// Compact turns on MCU-sized responses (picogate serve's default is on; the zero Config is off so a
 	// test or embedder opts in explicitly).
 	Compact bool
@@ -111,6 +115,8 @@ type Gateway struct {
 
 	localHandler http.Handler
 
+	registrySecrets string // path prefix of the device records, refused to devices
+
 	inflight, watches atomic.Int64
 	bodies            sync.Pool
 	respBufs          *sync.Pool
@@ -137,6 +143,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	setDefault(&cfg.RegistryNamespace, "picogate-system")
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -196,6 +203,7 @@ func New(cfg Config) (*Gateway, error) {
 		metrics:  newMetrics(),
 		respBufs: newBufPool(16 << 10),
 	}
+	g.registrySecrets = "/api/v1/namespaces/" + cfg.RegistryNamespace + "/secrets"
 	g.bodies.New = func() any { b := make([]byte, 0, 4<<10); return &b }
 	g.states.g = g
 	g.watchCtx, g.stopWatchs = context.WithCancel(context.Background())

@@ -242,6 +242,9 @@ func TestAuthorize(t *testing.T) {
 		{"duplicate query", "GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Dpico-1&fieldSelector=", nil, 400},
 		{"not in policy", "DELETE", "/api/v1/nodes/pico-1", nil, 403},
 		{"secrets list", "GET", "/api/v1/namespaces/kube-system/secrets", nil, 403},
+		{"device record", "GET", "/api/v1/namespaces/picogate-system/secrets/device-pico-1", nil, 403},
+		{"device records", "GET", "/api/v1/namespaces/picogate-system/secrets", nil, 403},
+		{"secret elsewhere", "GET", "/api/v1/namespaces/default/secrets/wifi", nil, 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -96,6 +96,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	gc := cfg.Gateway
 	gc.Upstream, gc.Transport, gc.Registry, gc.Logger = up.URL, up.Transport, reg, log
+	gc.RegistryNamespace = cfg.Namespace
 	if gc.AccessLogger == nil {
 		gc.AccessLogger = log
 	}
