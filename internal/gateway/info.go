@@ -26,6 +26,7 @@ type reqInfo struct {
 	auditID string // the API server's Audit-Id, so a log line can be joined with the audit log
 
 	bodyBuffered bool // authentication already read the body (a signed request): limit leaves it
+	bodyPending  bool // the request has a body nobody has read: a refusal closes the connection
 	local        bool // served by the gateway itself (LocalPrefix), never forwarded
 }
 

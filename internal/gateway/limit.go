@@ -122,6 +122,7 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (*[]byte, int
 		g.putBody(buf)
 		return nil, http.StatusRequestEntityTooLarge, errBodyTooLarge
 	}
+	infoFrom(r).bodyPending = false
 	return buf, 0, nil
 }
 

@@ -15,7 +15,7 @@ import (
 // WriteTimeout instead of holding its watch forever.
 func (g *Gateway) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info := &reqInfo{start: time.Now()}
+		info := &reqInfo{start: time.Now(), bodyPending: r.Body != nil && r.Body != http.NoBody}
 		rw := &recordingWriter{ResponseWriter: w, info: info, g: g, rc: http.NewResponseController(w)}
 		_ = rw.rc.SetWriteDeadline(info.start.Add(g.cfg.WriteTimeout))
 		g.metrics.inFlight.Inc()

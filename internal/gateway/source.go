@@ -46,5 +46,12 @@ func (g *Gateway) refuseRetry(w http.ResponseWriter, info *reqInfo, code int, ro
 		info.route = route
 	}
 	info.reason = reason
+	if info.bodyPending {
+		// After a handler returns, net/http reads up to 256 KiB of an unread body, with no deadline, to
+		// keep the connection: a body trickled at 1 byte/s would hold the connection for days, and
+		// before the answer is flushed. The refusal closes the connection instead, at once.
+		w.Header().Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
 	status.WriteRetry(w, code, reason, retry)
 }
