@@ -16,6 +16,8 @@ type EventWriter struct {
 	buf   []byte // bytes of the event in progress
 	out   []byte // reused output buffer
 	pass  bool   // passing through untouched from now on
+	// unframed: the stream holds something other than a JSON object or array at the top level
+	unframed bool
 
 	// boundary scanner state, carried across writes
 	scanned  int
@@ -49,7 +51,7 @@ func (e *EventWriter) Write(p []byte) (int, error) {
 		e.buf = e.buf[:copy(e.buf, e.buf[end:])]
 		e.scanned = 0
 	}
-	if len(e.buf) > e.limit {
+	if e.unframed || len(e.buf) > e.limit {
 		return len(p), e.passThrough()
 	}
 	return len(p), nil
@@ -84,7 +86,7 @@ func (e *EventWriter) Abandon() bool {
 		return false
 	}
 	e.buf = e.buf[:0]
-	e.scanned, e.depth, e.inString, e.escaped = 0, 0, false, false
+	e.scanned, e.depth, e.inString, e.escaped, e.unframed = 0, 0, false, false, false
 	return true
 }
 
@@ -106,7 +108,8 @@ func (e *EventWriter) emit(ev []byte) error {
 }
 
 // nextBoundary continues scanning buf for the end of a top-level value and returns the offset just past
-// it. Only objects and arrays are events; a stray top-level scalar ends at the next whitespace.
+// it. Only objects and arrays are events: anything else at the top level (a scalar, a stray closing
+// bracket, text that is not JSON) is framing the writer cannot follow, and sets unframed.
 func (e *EventWriter) nextBoundary() (int, bool) {
 	for i := e.scanned; i < len(e.buf); i++ {
 		c := e.buf[i]
@@ -120,20 +123,20 @@ func (e *EventWriter) nextBoundary() (int, bool) {
 			case c == '"':
 				e.inString = false
 			}
+		case e.depth == 0 && (c == '\n' || c == ' ' || c == '\t' || c == '\r'):
+		case e.depth == 0 && c != '{' && c != '[':
+			e.unframed = true
+			return 0, false
 		case c == '"':
 			e.inString = true
 		case c == '{' || c == '[':
 			e.depth++
 		case c == '}' || c == ']':
 			e.depth--
-			if e.depth <= 0 {
-				e.depth = 0
+			if e.depth == 0 {
 				e.scanned = i + 1
 				return i + 1, true
 			}
-		case e.depth == 0 && (c == '\n' || c == ' ' || c == '\t' || c == '\r') && len(bytes.TrimSpace(e.buf[:i])) > 0:
-			e.scanned = i + 1
-			return i + 1, true
 		}
 	}
 	e.scanned = len(e.buf)

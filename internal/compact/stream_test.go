@@ -103,3 +103,27 @@ func FuzzEventWriter(f *testing.F) {
 		}
 	})
 }
+
+// TestEventWriterPassesThroughWhatIsNotJSON: text that is not a JSON object or array at the top level
+// is framing the writer cannot follow; it and everything after pass through untouched (not split at
+// its spaces, not compacted).
+func TestEventWriterPassesThroughWhatIsNotJSON(t *testing.T) {
+	ev := `{"type":"ADDED","object":{"metadata":{"name":"a","managedFields":[1]}}}`
+	compacted := `{"type":"ADDED","object":{"metadata":{"name":"a"}}}` + "\n"
+	tests := []struct{ name, rest string }{
+		{"text", "this is not json\n" + ev + "\n"},
+		{"scalar", `"a string" 12 true` + "\n" + ev + "\n"},
+		{"stray bracket", "}\n" + ev + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			w := NewEventWriter(&out, 1<<20)
+			_, _ = w.Write([]byte(ev + "\n" + tt.rest))
+			_ = w.Close()
+			if got, want := out.String(), compacted+"\n"+tt.rest; got != want {
+				t.Errorf("got %q, want %q", got, want)
+			}
+		})
+	}
+}
