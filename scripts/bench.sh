@@ -21,5 +21,6 @@ for b in picogate picosim kubectl kube-apiserver etcd; do
   [ -x "bin/$b" ] || { echo "bench: bin/$b missing: run make controlplane build" >&2; exit 1; }
 done
 go build -o bin/picobench ./cmd/picobench
+# CPU profiles of the picogate targets go to tmp/ (git-ignored); the report shows their top functions.
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of flags
-exec ./bin/picobench "$@" ${BENCH_ARGS:-}
+exec ./bin/picobench --cpuprofile tmp/bench-profiles "$@" ${BENCH_ARGS:-}

@@ -39,8 +39,10 @@ type FleetRow struct {
 	GatewayCPUPerReq  float64           `json:"gateway_cpu_us_per_request"`
 	APIServerRPS      float64           `json:"apiserver_requests_per_second"`
 	APIServerCPU      float64           `json:"apiserver_cpu_percent_of_one_core"`
-	RSSPerDevice      float64           `json:"rss_growth_bytes_per_device,omitempty"`
-	CPUPerDevice      float64           `json:"cpu_growth_percent_per_1000_devices,omitempty"`
+	// GatewayRefusals tallies the gateway's access log: its 429 and 5xx answers by route and reason.
+	GatewayRefusals map[string]int `json:"gateway_refusals,omitempty"`
+	RSSPerDevice    float64        `json:"rss_growth_bytes_per_device,omitempty"`
+	CPUPerDevice    float64        `json:"cpu_growth_percent_per_1000_devices,omitempty"`
 }
 
 const fleetMode = "agent"
@@ -135,6 +137,10 @@ func (b *Bench) fleetSize(ctx context.Context, l *lab, n int) (FleetRow, error) 
 		APIServerRPS: (after - before) / elapsed.Seconds(), APIServerCPU: 100 * u.APICPU.Seconds() / elapsed.Seconds()}
 	for _, v := range sr.Errors {
 		row.ErrorCount += v
+	}
+	if f, err := os.Open(gw.proc.log); err == nil {
+		row.GatewayRefusals, _ = refusals(f)
+		f.Close()
 	}
 	if sr.Requests > 0 {
 		row.GatewayCPUPerReq = micros(u.ProxyCPU) / float64(sr.Requests)

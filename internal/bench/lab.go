@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -123,8 +124,42 @@ func (l *lab) createNodes(ctx context.Context) error {
 	return nil
 }
 
-// addDevices registers n token devices with the picogate CLI, as an operator would.
+// addDevices registers n token devices with the picogate CLI, as an operator would, and saves their
+// credentials as PREFIXcredentials.json. Up to 250 go in one `device add --count`; larger fleets are
+// added by several CLI processes at once (named PREFIX<batch>-<i>): the CLI's client stays within
+// client-go's default 5 requests/s and needs two per device, so 10,000 devices in one process would
+// take over half an hour.
 func (l *lab) addDevices(ctx context.Context, prefix string, n int) ([]credential, error) {
+	const batch = 250
+	if n <= batch {
+		return l.addBatch(ctx, prefix, prefix, n)
+	}
+	parts := make([][]credential, (n+batch-1)/batch)
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i := range parts {
+		wg.Go(func() {
+			parts[i], errs[i] = l.addBatch(ctx, prefix+strconv.Itoa(i+1)+"-", "", min(batch, n-i*batch))
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	all := slices.Concat(parts...)
+	b, err := json.Marshal(all)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(l.dir, prefix+"credentials.json"), b, 0o600); err != nil {
+		return nil, fmt.Errorf("saving credentials: %w", err)
+	}
+	return all, nil
+}
+
+// addBatch runs one `picogate device add --count n --prefix prefix`, saving the output as
+// SAVEcredentials.json unless save is empty.
+func (l *lab) addBatch(ctx context.Context, prefix, save string, n int) ([]credential, error) {
 	out, err := l.picogateCLI(ctx, "device", "add", "--count", strconv.Itoa(n), "--prefix", prefix, "-o", "json")
 	if err != nil {
 		return nil, err
@@ -133,8 +168,10 @@ func (l *lab) addDevices(ctx context.Context, prefix string, n int) ([]credentia
 	if err := json.Unmarshal(out, &creds); err != nil || len(creds) != n {
 		return nil, fmt.Errorf("picogate device add: got %d credentials (%v), want %d", len(creds), err, n)
 	}
-	if err := os.WriteFile(filepath.Join(l.dir, prefix+"credentials.json"), out, 0o600); err != nil {
-		return nil, fmt.Errorf("saving credentials: %w", err)
+	if save != "" {
+		if err := os.WriteFile(filepath.Join(l.dir, save+"credentials.json"), out, 0o600); err != nil {
+			return nil, fmt.Errorf("saving credentials: %w", err)
+		}
 	}
 	return creds, nil
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -48,14 +49,13 @@ func (r *Report) Markdown(w io.Writer) {
 	}
 	if len(r.Profiles) > 0 {
 		p("## CPU profiles\n\n")
+		p("Taken in an extra GET window after the rounds (not in any figure above), from picogate's `--profiling` endpoint.\n\n")
 		for _, pr := range r.Profiles {
-			if pr.File != "" {
-				p("- %s: `%s` (%s)\n", pr.Target, pr.File, pr.Note)
-			} else {
-				p("- %s: %s\n", pr.Target, pr.Note)
+			p("### %s\n\n%s\n\n", pr.Target, pr.Note)
+			if len(pr.Top) > 0 {
+				p("```\n%s\n```\n\n", strings.Join(pr.Top, "\n"))
 			}
 		}
-		p("\n")
 	}
 	if r.Fleet != nil {
 		r.Fleet.markdown(w)
@@ -226,4 +226,20 @@ func (f *FleetReport) markdown(w io.Writer) {
 			float64(r.GatewayPeakRSS)/(1<<20), r.GatewayCPUPercent, r.GatewayCPUPerReq, r.APIServerCPU, growth, cpu)
 	}
 	fmt.Fprintln(w)
+	for _, r := range f.Rows {
+		if len(r.GatewayRefusals) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "Errors at %d devices, from the gateway's access log (status, route: reason):\n\n", r.Devices)
+		keys := sortedKeys(r.GatewayRefusals)
+		slices.SortStableFunc(keys, func(a, b string) int { return r.GatewayRefusals[b] - r.GatewayRefusals[a] })
+		for i, k := range keys {
+			if i == 8 {
+				fmt.Fprintf(w, "- … and %d more kinds\n", len(keys)-i)
+				break
+			}
+			fmt.Fprintf(w, "- %d × %s\n", r.GatewayRefusals[k], k)
+		}
+		fmt.Fprintln(w)
+	}
 }

@@ -30,6 +30,7 @@ func (u usage) background() time.Duration {
 type meter struct {
 	p        *Proc
 	pids     func() []int
+	procs    []int // pids at the window's start
 	apiPID   int
 	etcdPID  int
 	start    usage
@@ -46,7 +47,7 @@ func (l *lab) meter(pids func() []int) *meter {
 
 func (m *meter) read() usage {
 	u := usage{at: time.Now()}
-	u.ProxyCPU, u.PeakRSS, _ = m.p.Total(m.pids())
+	u.ProxyCPU, u.PeakRSS, _ = m.p.Total(m.procs)
 	u.APICPU, _, _ = m.p.Total([]int{m.apiPID})
 	u.EtcdCPU, _, _ = m.p.Total([]int{m.etcdPID})
 	u.ClientCPU, _, _ = m.p.Total([]int{os.Getpid()})
@@ -57,6 +58,9 @@ func (m *meter) read() usage {
 // window is a loadSpec.Window: open starts the sampler, close stops it.
 func (m *meter) window(open bool) {
 	if open {
+		// Looked up once per window: finding nginx's workers scans /proc, too costly to repeat every
+		// sample (and a worker does not change within a window).
+		m.procs = m.pids()
 		m.start = m.read()
 		m.peak = m.start.PeakRSS
 		stop := make(chan struct{})
@@ -79,7 +83,7 @@ func (m *meter) sample(stop chan struct{}) {
 		case <-stop:
 			return
 		case <-tick.C:
-			if _, rss, err := m.p.Total(m.pids()); err == nil {
+			if _, rss, err := m.p.Total(m.procs); err == nil {
 				m.mu.Lock()
 				m.peak = max(m.peak, rss)
 				m.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,9 +32,11 @@ func (b *Bench) profileTargets(ctx context.Context, targets []*target, rep *Repo
 		go func() { got <- fetchProfile(ctx, t.adminAddr, secs, file) }()
 		runLoad(ctx, loadSpec{Endpoint: t.endpoint, Conns: cfg.Conns, Duration: time.Duration(secs)*time.Second + time.Second,
 			Request: t.requests(WorkloadGet)})
-		note := ProfileNote{Target: t.name, File: file, Note: fmt.Sprintf("GET workload, %d s; open with go tool pprof -top %s", secs, file)}
+		note := ProfileNote{Target: t.name, File: file, Note: fmt.Sprintf("GET workload, %d s, %d connections; saved as %s (git-ignored)", secs, cfg.Conns, file)}
 		if err := <-got; err != nil {
 			note.File, note.Note = "", err.Error()
+		} else if note.Top, err = topOfProfile(ctx, file, 15); err != nil {
+			note.Note += "; " + err.Error()
 		}
 		rep.Profiles = append(rep.Profiles, note)
 	}
@@ -66,4 +69,33 @@ func fetchProfile(ctx context.Context, admin string, secs int, file string) erro
 		return fmt.Errorf("saving the CPU profile: %w", err)
 	}
 	return f.Close()
+}
+
+// topOfProfile is `go tool pprof -top` of a profile: its summary lines and the n functions with the
+// most CPU of their own, for the report to say what the time goes to.
+func topOfProfile(ctx context.Context, file string, n int) ([]string, error) {
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount="+strconv.Itoa(n), file).Output()
+	if err != nil {
+		return nil, fmt.Errorf("summarising the profile with go tool pprof: %w", err)
+	}
+	return pprofTop(string(out)), nil
+}
+
+// pprofTop keeps the lines of pprof -top output worth reading: the Duration and Showing summaries,
+// the column header, and the function rows.
+func pprofTop(out string) []string {
+	var keep []string
+	rows := false
+	for line := range strings.SplitSeq(strings.TrimRight(out, "\n"), "\n") {
+		switch {
+		case strings.HasPrefix(line, "Duration:"), strings.HasPrefix(line, "Showing nodes"):
+			keep = append(keep, strings.TrimSpace(line))
+		case strings.Contains(line, "flat%") && strings.Contains(line, "cum%"):
+			rows = true
+			keep = append(keep, line)
+		case rows && strings.TrimSpace(line) != "":
+			keep = append(keep, line)
+		}
+	}
+	return keep
 }

@@ -92,9 +92,10 @@ type Goal struct {
 
 // ProfileNote records a CPU profile fetched during the run.
 type ProfileNote struct {
-	Target string `json:"target"`
-	File   string `json:"file"`
-	Note   string `json:"note"`
+	Target string   `json:"target"`
+	File   string   `json:"file"`
+	Note   string   `json:"note"`
+	Top    []string `json:"top,omitempty"` // go tool pprof -top, abridged
 }
 
 func newReport(cfg *Config, began time.Time) *Report {

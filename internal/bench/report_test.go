@@ -61,9 +61,12 @@ func sampleReport() *Report {
 		{Devices: 1000, Seconds: 60, Requests: 12000, RPS: 200, DevicesReady: 1000, LeaseRenewals: 5000, GatewayPeakRSS: 60 << 20,
 			GatewayCPUPercent: 20, GatewayCPUPerReq: 100, APIServerRPS: 210, APIServerCPU: 60},
 		{Devices: 10000, Seconds: 60, Requests: 120000, RPS: 2000, DevicesReady: 9990, LeaseRenewals: 50000, LeaseLate: 12,
-			ErrorCount: 5, Errors: map[string]uint64{"timeout": 5}, GatewayPeakRSS: 300 << 20, GatewayCPUPercent: 90,
+			ErrorCount: 5, Errors: map[string]uint64{"timeout": 5}, GatewayRefusals: map[string]int{"503 lease: upstream timeout": 5}, GatewayPeakRSS: 300 << 20, GatewayCPUPercent: 90,
 			GatewayCPUPerReq: 45, APIServerRPS: 1900, APIServerCPU: 100, RSSPerDevice: 27962, CPUPerDevice: 7.8},
 	}}
+	r.Profiles = []ProfileNote{{Target: TargetToken, File: "tmp/bench-profiles/picogate-token-get.pprof", Note: "GET workload, 5 s",
+		Top: []string{"Duration: 5s, Total samples = 900ms (18.00%)", "      flat  flat%   sum%        cum   cum%",
+			"     210ms 23.33% 23.33%      210ms 23.33%  internal/runtime/syscall/linux.Syscall6"}}}
 	r.finish()
 	return r
 }
@@ -214,5 +217,33 @@ func TestHeartbeatFitsTheFirmwareBuffer(t *testing.T) {
 	_, b, _ := strings.Cut(string(req), "\r\n\r\n")
 	if err := json.Unmarshal([]byte(b), &body); err != nil {
 		t.Errorf("body: got %v, want JSON", err)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	log := `time=2026-12-01T10:14:03.844Z level=INFO msg="picogate serving devices" listen=127.0.0.1:34695
+time=2026-12-01T10:14:03.885Z level=WARN msg=request client=127.0.0.1 method=GET path=/api/v1/nodes/bench-1 status=503 bytes=165 duration=130µs identity=shared route=auth reason="the device registry has not been loaded yet"
+time=2026-12-01T10:14:04.000Z level=INFO msg=request client=127.0.0.1 method=PUT path=/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/fleet-1 status=200 route=lease
+time=2026-12-01T10:14:05.000Z level=WARN msg=request client=127.0.0.1 method=PUT status=429 route=lease
+time=2026-12-01T10:14:06.000Z level=WARN msg=request client=127.0.0.1 method=PUT status=429 route=lease
+time=2026-12-01T10:14:07.000Z level=WARN msg=request status=503 route=lease reason="upstream \"timeout\" after 5s"
+time=2026-12-01T10:14:08.000Z level=WARN msg=request status=404 route=pod
+`
+	got, err := refusals(strings.NewReader(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{
+		"503 auth: the device registry has not been loaded yet": 1,
+		"429 lease: (no reason: the API server's answer)":       2,
+		`503 lease: upstream \"timeout\" after 5s`:              1,
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%q: got %d, want %d (all: %v)", k, got[k], v, got)
+		}
 	}
 }
