@@ -214,6 +214,9 @@ func (e *Enroller) try(ctx context.Context, st *attempt) (Result, error) {
 		return Result{}, err
 	}
 	if rec != nil && rec.Device.Enrollment != nil && e.isPoll(rec.Device, st) {
+		if rec.Device.IsRevoked() {
+			return Result{}, refusal(http.StatusConflict, "device %q was revoked while its enrollment waited", st.req.Name)
+		}
 		return e.poll(ctx, rec)
 	}
 	if err := e.spendUse(ctx, st, conflict(rec, st.req)); err != nil {

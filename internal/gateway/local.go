@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/policy"
 )
 
 // LocalPrefix is where the gateway's own endpoints live on the device port. The API server has no such
@@ -81,14 +82,22 @@ func (g *Gateway) localMux(routes []LocalRoute) http.Handler {
 
 func (g *Gateway) hasEnrollment(routes []LocalRoute) bool { return len(routes) > 0 }
 
-// local sends requests under LocalPrefix to the gateway's own endpoints instead of the chain.
+// local sends requests under LocalPrefix to the gateway's own endpoints instead of the chain. Their
+// paths get the policy's shape check first, so no "..", "//" or percent-encoding reaches the mux (which
+// would clean such a path into a redirect elsewhere).
 func (g *Gateway) local(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, LocalPrefix) {
-			g.localHandler.ServeHTTP(w, r)
+		if !strings.HasPrefix(r.URL.Path, LocalPrefix) {
+			next.ServeHTTP(w, r)
 			return
 		}
-		next.ServeHTTP(w, r)
+		if err := policy.CheckPath(r.URL.EscapedPath()); err != nil {
+			info := infoFrom(r)
+			info.local = true
+			g.refuse(w, info, http.StatusBadRequest, "local", err.Error())
+			return
+		}
+		g.localHandler.ServeHTTP(w, r)
 	})
 }
 

@@ -49,6 +49,8 @@ func TestLocalRoutes(t *testing.T) {
 		{"time", req("GET", "/picogate/v1/time"), 200, `"unix":` + strconv.FormatInt(t0.Unix(), 10)},
 		{"time with POST", req("POST", "/picogate/v1/time"), 404, "it serves GET /picogate/v1/time"},
 		{"unknown endpoint", req("GET", "/picogate/v1/nothing"), 404, "GET /picogate/v1/time"},
+		{"dot dot out of the prefix", req("GET", "/picogate/v1/../../api/v1/nodes/pico-l1"), 400, ""},
+		{"encoded slash", req("POST", "/picogate/v1%2Frotate"), 400, ""},
 		{"anonymous", req("POST", "/picogate/v1/enroll"), 418, ""},
 		{"device route without credential", req("POST", "/picogate/v1/rotate"), 401, ""},
 		{"device route with a wrong token", req("POST", "/picogate/v1/rotate", "Authorization", "Bearer nope"), 401, ""},

@@ -203,6 +203,7 @@ type Keyed struct {
 type keyedState struct {
 	mac hash.Hash
 	buf []byte
+	sum [sha256.Size]byte // Sum's output: a local array would escape through the hash.Hash interface
 }
 
 // NewKeyed returns a verifier for key (which it copies).
@@ -222,10 +223,9 @@ func (k *Keyed) Verify(m *Message, sig *[sha256.Size]byte) bool {
 	st.mac.Reset()
 	st.buf = m.appendCanonical(st.buf[:0])
 	_, _ = st.mac.Write(st.buf)
-	var out [sha256.Size]byte
-	st.mac.Sum(out[:0])
+	st.mac.Sum(st.sum[:0])
 	if cap(st.buf) > 4096 {
 		st.buf = make([]byte, 0, 256) // do not keep a buffer a long path grew
 	}
-	return hmac.Equal(out[:], sig[:])
+	return hmac.Equal(st.sum[:], sig[:])
 }
