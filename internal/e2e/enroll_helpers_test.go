@@ -26,10 +26,12 @@ import (
 	"github.com/picogate/picogate/internal/hmacauth"
 )
 
-// gatewaySA is the identity deploy/rbac.yaml and deploy/rbac-enrollment.yaml bind: the enrollment tests
-// run the gateway as it (a client certificate with the ServiceAccount's user name), so they prove those
-// two files are all --enrollment needs.
-const gatewaySA = "system:serviceaccount:picogate-system:picogate"
+// enrollUser is the identity the enrollment tests give the gateway: a client certificate, bound to the
+// roles of deploy/rbac.yaml and deploy/rbac-enrollment.yaml exactly as those files bind the gateway's
+// ServiceAccount, so the tests prove the two files are all --enrollment needs. The objects are applied
+// under their own names and bound to this user, not to the ServiceAccount: other tests (picogate setup)
+// check that the ServiceAccount holds rbac.yaml's rights and no more.
+const enrollUser = "picogate-e2e-enroll"
 
 var (
 	saOnce       sync.Once
@@ -37,23 +39,23 @@ var (
 	saErr        error
 )
 
-// enrollmentKubeconfig returns a kubeconfig for gatewaySA, applying the two manifests on first use.
+// enrollmentKubeconfig returns a kubeconfig for enrollUser, applying the two manifests on first use.
 func enrollmentKubeconfig(t testing.TB) string {
 	t.Helper()
 	c := cluster(t)
 	saOnce.Do(func() {
 		cs := admin(c)
 		for _, f := range []string{"rbac.yaml", "rbac-enrollment.yaml"} {
-			if saErr = applyManifest(cs, filepath.Join("..", "..", "deploy", f)); saErr != nil {
+			if saErr = applyManifest(cs, filepath.Join("..", "..", "deploy", f), "-e2e-enroll", enrollUser); saErr != nil {
 				return
 			}
 		}
-		cert, key, err := c.IssueClientCert("picogate-sa", gatewaySA)
+		cert, key, err := c.IssueClientCert("picogate-e2e-enroll", enrollUser)
 		if err != nil {
 			saErr = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "picogate-e2e-sa-")
+		dir, err := os.MkdirTemp("", "picogate-e2e-enroll-")
 		if err != nil {
 			saErr = err
 			return
@@ -67,74 +69,71 @@ func enrollmentKubeconfig(t testing.TB) string {
 	return saKubeconfig
 }
 
-// applyManifest creates every object of an RBAC manifest (the kinds deploy/ uses).
-func applyManifest(cs kubernetes.Interface, file string) error {
+// applyManifest creates the RBAC objects of a deploy/ manifest, each name with suffix, every binding of
+// the gateway's ServiceAccount bound to user instead (Group subjects stay). The Namespace is created if
+// missing; the ServiceAccount is not needed.
+func applyManifest(cs kubernetes.Interface, file, suffix, user string) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
+	subjects := func(in []rbacv1.Subject) []rbacv1.Subject {
+		var out []rbacv1.Subject
+		for _, s := range in {
+			if s.Kind == rbacv1.ServiceAccountKind {
+				s = rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}
+			}
+			out = append(out, s)
+		}
+		return out
+	}
 	for doc := range strings.SplitSeq(string(b), "\n---\n") {
 		var meta metav1.TypeMeta
 		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
 			return fmt.Errorf("%s: %w", file, err)
 		}
-		create := map[string]func() error{
-			"Namespace": func() error {
-				var o corev1.Namespace
-				return decodeAnd(doc, &o, func() error { _, err := cs.CoreV1().Namespaces().Create(ctx, &o, metav1.CreateOptions{}); return err })
-			},
-			"ServiceAccount": func() error {
-				var o corev1.ServiceAccount
-				return decodeAnd(doc, &o, func() error {
-					_, err := cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-					return err
-				})
-			},
-			"ClusterRole": func() error {
-				var o rbacv1.ClusterRole
-				return decodeAnd(doc, &o, func() error { _, err := cs.RbacV1().ClusterRoles().Create(ctx, &o, metav1.CreateOptions{}); return err })
-			},
-			"ClusterRoleBinding": func() error {
-				var o rbacv1.ClusterRoleBinding
-				return decodeAnd(doc, &o, func() error {
-					_, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &o, metav1.CreateOptions{})
-					return err
-				})
-			},
-			"Role": func() error {
-				var o rbacv1.Role
-				return decodeAnd(doc, &o, func() error {
-					_, err := cs.RbacV1().Roles(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-					return err
-				})
-			},
-			"RoleBinding": func() error {
-				var o rbacv1.RoleBinding
-				return decodeAnd(doc, &o, func() error {
-					_, err := cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
-					return err
-				})
-			},
-		}[meta.Kind]
-		if meta.Kind == "" {
+		var err error
+		switch meta.Kind {
+		case "", "ServiceAccount":
 			continue
-		}
-		if create == nil {
+		case "Namespace":
+			var o corev1.Namespace
+			if err = yaml.Unmarshal([]byte(doc), &o); err == nil {
+				_, err = cs.CoreV1().Namespaces().Create(ctx, &o, metav1.CreateOptions{})
+			}
+		case "ClusterRole":
+			var o rbacv1.ClusterRole
+			if err = yaml.Unmarshal([]byte(doc), &o); err == nil {
+				o.Name += suffix
+				_, err = cs.RbacV1().ClusterRoles().Create(ctx, &o, metav1.CreateOptions{})
+			}
+		case "ClusterRoleBinding":
+			var o rbacv1.ClusterRoleBinding
+			if err = yaml.Unmarshal([]byte(doc), &o); err == nil {
+				o.Name, o.RoleRef.Name, o.Subjects = o.Name+suffix, o.RoleRef.Name+suffix, subjects(o.Subjects)
+				_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &o, metav1.CreateOptions{})
+			}
+		case "Role":
+			var o rbacv1.Role
+			if err = yaml.Unmarshal([]byte(doc), &o); err == nil {
+				o.Name += suffix
+				_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
+			}
+		case "RoleBinding":
+			var o rbacv1.RoleBinding
+			if err = yaml.Unmarshal([]byte(doc), &o); err == nil {
+				o.Name, o.RoleRef.Name, o.Subjects = o.Name+suffix, o.RoleRef.Name+suffix, subjects(o.Subjects)
+				_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, &o, metav1.CreateOptions{})
+			}
+		default:
 			return fmt.Errorf("%s: unexpected kind %q", file, meta.Kind)
 		}
-		if err := create(); err != nil && !apierrors.IsAlreadyExists(err) {
+		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("%s: creating %s: %w", file, meta.Kind, err)
 		}
 	}
 	return nil
-}
-
-func decodeAnd(doc string, into any, create func() error) error {
-	if err := yaml.Unmarshal([]byte(doc), into); err != nil {
-		return err
-	}
-	return create()
 }
 
 // startEnrollmentGateway runs picogate serve --enrollment as the gateway's least-privilege identity.

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -311,4 +314,27 @@ func TestRemovedWhileWatching(t *testing.T) {
 	if !nodeAndLeaseGone(t, "watch-rm-1") {
 		t.Error("node still there after device remove")
 	}
+}
+
+// TestEnrollmentLatency enrolls 20 boards one after another and uses each credential at once: the
+// gateway answers only once its own registry accepts the credential, so the first request never meets
+// a 401. The times are logged (no speed assertion).
+func TestEnrollmentLatency(t *testing.T) {
+	gw := startEnrollmentGateway(t)
+	tok := createToken(t, "--uses", "20", "--prefix", "lat-")
+	var took []time.Duration
+	for i := range 20 {
+		name := fmt.Sprintf("lat-%02d", i)
+		e := enroll(t, gw.Addr, tok.Token, name, "HW-LAT-"+strconv.Itoa(i), "hmac")
+		if e.code != 201 {
+			t.Fatalf("%s: got %d %s, want 201", name, e.code, e.message)
+		}
+		took = append(took, e.took)
+		if r := newSigner(t, name, e.cred.Key).do(t, gw.Addr, "GET", "/version", "", ""); r.code != 200 {
+			t.Errorf("%s: first request right after enrolling: got %d, want 200", name, r.code)
+		}
+	}
+	slices.Sort(took)
+	t.Logf("enrollment (request to credential, 20 boards in turn): median %v, fastest %v, slowest %v",
+		took[len(took)/2].Round(100*time.Microsecond), took[0].Round(100*time.Microsecond), took[len(took)-1].Round(100*time.Microsecond))
 }

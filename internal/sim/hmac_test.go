@@ -42,6 +42,7 @@ func TestSignedFirmwareRequestFits(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := appendFirmwareRequestAuth(nil, "POST", "/api/v1/nodes", f.host, auth, "application/json", body)
+	t.Logf("signed POST of the node: %d bytes (header %d)", len(req), len("Authorization: ")+len(auth)+2)
 	if len(req) > firmwareRequestBuffer {
 		t.Errorf("signed POST of the node: %d bytes, over the %d-byte buffer", len(req), firmwareRequestBuffer)
 	}
