@@ -12,6 +12,8 @@ var (
 	logStatus = regexp.MustCompile(`\bstatus=(\d{3})\b`)
 	logReason = regexp.MustCompile(`\breason="((?:[^"\\]|\\.)*)"`)
 	logRoute  = regexp.MustCompile(`\broute=([a-z0-9-]+)`)
+	// logNode finds a device name in a reason, so "rate limit exceeded for node pico-7" counts as one kind.
+	logNode = regexp.MustCompile(`\bnode [a-z0-9][a-z0-9.-]*`)
 )
 
 // refusals tallies picogate's access log (text format) by "STATUS route: reason" for every answer of
@@ -40,6 +42,7 @@ func refusals(r io.Reader) (map[string]int, error) {
 		if rs := logReason.FindStringSubmatch(line); rs != nil {
 			reason = rs[1]
 		}
+		reason = logNode.ReplaceAllString(reason, "node NAME")
 		if len(reason) > 80 {
 			reason = reason[:80] + "…"
 		}

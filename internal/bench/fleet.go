@@ -39,6 +39,13 @@ type FleetRow struct {
 	GatewayCPUPerReq  float64           `json:"gateway_cpu_us_per_request"`
 	APIServerRPS      float64           `json:"apiserver_requests_per_second"`
 	APIServerCPU      float64           `json:"apiserver_cpu_percent_of_one_core"`
+	// APFRejected is the API server's apiserver_flowcontrol_rejected_requests_total delta: requests its
+	// priority and fairness shed (429) rather than queue.
+	APFRejected float64 `json:"apiserver_apf_rejected"`
+	// SimCPU is picosim's own CPU; BackgroundCPU what processes outside the bench used, both in percent
+	// of one core: the fleet competes with both for the machine.
+	SimCPU        float64 `json:"picosim_cpu_percent_of_one_core"`
+	BackgroundCPU float64 `json:"background_cpu_percent_of_one_core"`
 	// GatewayRefusals tallies the gateway's access log: its 429 and 5xx answers by route and reason.
 	GatewayRefusals map[string]int `json:"gateway_refusals,omitempty"`
 	RSSPerDevice    float64        `json:"rss_growth_bytes_per_device,omitempty"`
@@ -90,7 +97,7 @@ func (b *Bench) fleetSize(ctx context.Context, l *lab, n int) (FleetRow, error) 
 	}
 	defer gw.stop()
 	m := l.meter(gw.pids)
-	before, err := l.apiRequests(ctx)
+	before, rejBefore, err := l.apiCounters(ctx)
 	if err != nil {
 		return FleetRow{}, err
 	}
@@ -118,7 +125,9 @@ func (b *Bench) fleetSize(ctx context.Context, l *lab, n int) (FleetRow, error) 
 	}
 	elapsed := time.Since(start)
 	m.window(false)
-	after, err := l.apiRequests(ctx)
+	// picosim has exited and been waited for: the kernel's account of its whole life.
+	simCPU := sim.cmd.ProcessState.UserTime() + sim.cmd.ProcessState.SystemTime()
+	after, rejAfter, err := l.apiCounters(ctx)
 	if err != nil {
 		return FleetRow{}, err
 	}
@@ -134,7 +143,9 @@ func (b *Bench) fleetSize(ctx context.Context, l *lab, n int) (FleetRow, error) 
 	row := FleetRow{Devices: n, Seconds: elapsed.Seconds(), Requests: sr.Requests, RPS: float64(sr.Requests) / elapsed.Seconds(),
 		Errors: sr.Errors, DevicesReady: sr.DevicesReady, LeaseRenewals: sr.LeaseRenewals, LeaseLate: sr.LeaseRenewalsLate,
 		GatewayPeakRSS: u.PeakRSS, GatewayCPUPercent: 100 * u.ProxyCPU.Seconds() / elapsed.Seconds(),
-		APIServerRPS: (after - before) / elapsed.Seconds(), APIServerCPU: 100 * u.APICPU.Seconds() / elapsed.Seconds()}
+		APIServerRPS: (after - before) / elapsed.Seconds(), APIServerCPU: 100 * u.APICPU.Seconds() / elapsed.Seconds(),
+		APFRejected: rejAfter - rejBefore, SimCPU: 100 * simCPU.Seconds() / elapsed.Seconds(),
+		BackgroundCPU: 100 * max(u.background()-simCPU, 0).Seconds() / elapsed.Seconds()}
 	for _, v := range sr.Errors {
 		row.ErrorCount += v
 	}
@@ -170,14 +181,18 @@ func (l *lab) startFleetGateway(ctx context.Context, n int) (*target, error) {
 	return t, nil
 }
 
-// apiRequests is the API server's apiserver_request_total, summed over every label, read with the
-// admin's client.
-func (l *lab) apiRequests(ctx context.Context) (float64, error) {
+// apiCounters reads the API server's apiserver_request_total and
+// apiserver_flowcontrol_rejected_requests_total, each summed over every label, with the admin's client.
+func (l *lab) apiCounters(ctx context.Context) (requests, rejected float64, err error) {
 	raw, err := l.admin.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("reading the API server's metrics: %w", err)
+		return 0, 0, fmt.Errorf("reading the API server's metrics: %w", err)
 	}
-	return sumCounter(string(raw), "apiserver_request_total")
+	if requests, err = sumCounter(string(raw), "apiserver_request_total"); err != nil {
+		return 0, 0, err
+	}
+	rejected, err = sumCounter(string(raw), "apiserver_flowcontrol_rejected_requests_total")
+	return requests, rejected, err
 }
 
 // sumCounter adds up every sample of the metric name in Prometheus text exposition.

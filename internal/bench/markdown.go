@@ -204,9 +204,11 @@ func (f *FleetReport) markdown(w io.Writer) {
 	fmt.Fprintf(w, "picosim in %s mode (the device package: node, lease every 10 s, status, pod watch) through one `picogate serve` in\n", f.Mode)
 	fmt.Fprintf(w, "per-device mode with its default limits and the access log on, %.0f s per size (device starts spread over the first\n", f.Seconds)
 	fmt.Fprintf(w, "10 s). Run %s. API server req/s is the delta of its apiserver_request_total; growth is per device added since\n", f.Date.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(w, "the previous row.\n\n")
-	fmt.Fprintf(w, "| devices | ready | fleet req/s | API server req/s | errors | late lease renewals | gateway RSS | gateway CPU | gateway CPU/req | API server CPU | RSS growth/device | CPU growth/1000 devices |\n")
-	fmt.Fprintf(w, "|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	fmt.Fprintf(w, "the previous row. CPU is in percent of one core; *other CPU* is what processes outside the bench used meanwhile\n")
+	fmt.Fprintf(w, "(other work on the machine); *APF 429s* are requests the API server's priority and fairness shed. The registry\n")
+	fmt.Fprintf(w, "holds the largest fleet's devices at every size.\n\n")
+	fmt.Fprintf(w, "| devices | ready | fleet req/s | API server req/s | errors | late lease renewals | gateway RSS | gateway CPU | gateway CPU/req | API server CPU | APF 429s | picosim CPU | other CPU | RSS growth/device | CPU growth/1000 devices |\n")
+	fmt.Fprintf(w, "|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range f.Rows {
 		growth, cpu := "–", "–"
 		if r.RSSPerDevice != 0 || r.CPUPerDevice != 0 {
@@ -221,9 +223,10 @@ func (f *FleetReport) markdown(w io.Writer) {
 			}
 			errs = fmt.Sprintf("%d (%s)", r.ErrorCount, strings.Join(parts, ", "))
 		}
-		fmt.Fprintf(w, "| %d | %d | %.0f | %.0f | %s | %d of %d | %.0f MB | %.0f%% | %.0f µs | %.0f%% | %s | %s |\n",
+		fmt.Fprintf(w, "| %d | %d | %.0f | %.0f | %s | %d of %d | %.0f MB | %.0f%% | %.0f µs | %.0f%% | %.0f | %.0f%% | %.0f%% | %s | %s |\n",
 			r.Devices, r.DevicesReady, r.RPS, r.APIServerRPS, errs, r.LeaseLate, r.LeaseRenewals,
-			float64(r.GatewayPeakRSS)/(1<<20), r.GatewayCPUPercent, r.GatewayCPUPerReq, r.APIServerCPU, growth, cpu)
+			float64(r.GatewayPeakRSS)/(1<<20), r.GatewayCPUPercent, r.GatewayCPUPerReq, r.APIServerCPU, r.APFRejected,
+			r.SimCPU, r.BackgroundCPU, growth, cpu)
 	}
 	fmt.Fprintln(w)
 	for _, r := range f.Rows {

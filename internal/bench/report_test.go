@@ -228,6 +228,8 @@ time=2026-12-01T10:14:05.000Z level=WARN msg=request client=127.0.0.1 method=PUT
 time=2026-12-01T10:14:06.000Z level=WARN msg=request client=127.0.0.1 method=PUT status=429 route=lease
 time=2026-12-01T10:14:07.000Z level=WARN msg=request status=503 route=lease reason="upstream \"timeout\" after 5s"
 time=2026-12-01T10:14:08.000Z level=WARN msg=request status=404 route=pod
+time=2026-12-01T10:14:09.000Z level=WARN msg=request status=429 route=node-status reason="rate limit exceeded for node fleet-4-187"
+time=2026-12-01T10:14:09.000Z level=WARN msg=request status=429 route=node-status reason="rate limit exceeded for node fleet-1-2"
 `
 	got, err := refusals(strings.NewReader(log))
 	if err != nil {
@@ -237,6 +239,7 @@ time=2026-12-01T10:14:08.000Z level=WARN msg=request status=404 route=pod
 		"503 auth: the device registry has not been loaded yet": 1,
 		"429 lease: (no reason: the API server's answer)":       2,
 		`503 lease: upstream \"timeout\" after 5s`:              1,
+		"429 node-status: rate limit exceeded for node NAME":    2,
 	}
 	if len(got) != len(want) {
 		t.Errorf("got %v, want %v", got, want)
