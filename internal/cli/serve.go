@@ -56,7 +56,7 @@ func newServe(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Server.IdleTimeout, "idle-timeout", 60*time.Second, "idle keep-alive connections are closed after this")
 	f.IntVar(&cfg.Server.MaxHeaderBytes, "max-header-bytes", 16<<10, "largest request header block (431 beyond)")
 	f.DurationVar(&cfg.Server.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "time in-flight requests get to finish on SIGTERM")
-	f.BoolVar(&cfg.Upstream.HTTP2, "upstream-http2", false, "speak HTTP/2 to the API server instead of a pool of HTTP/1.1 connections")
+	f.BoolVar(&cfg.Upstream.HTTP2, "upstream-http2", true, "speak HTTP/2 to the API server (watches share a few connections); false uses a pool of HTTP/1.1 connections, one per request in flight")
 	f.DurationVar(&cfg.Upstream.CertReloadInterval, "cert-reload-interval", 10*time.Second, "how often client-certificate files from the kubeconfig are re-read")
 	return cmd
 }
