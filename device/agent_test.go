@@ -196,6 +196,51 @@ func TestLeaseHonoursRetryAfter(t *testing.T) {
 	}
 }
 
+// TestStatusRetryWaitsForRetryAfter: a refused status patch is retried after the server's Retry-After,
+// not at once (a tight retry loop was what turned a fleet's 503s into 429s).
+func TestStatusRetryWaitsForRetryAfter(t *testing.T) {
+	var mu sync.Mutex
+	var times []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		times = append(times, time.Now())
+		w.Header().Set("Content-Type", "application/json")
+		if len(times) <= 2 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"kind":"Status","code":503,"reason":"ServiceUnavailable","message":"busy"}`))
+			return
+		}
+		w.Write([]byte(`{"kind":"Node","metadata":{"name":"pico-1"}}`))
+	}))
+	defer srv.Close()
+	a, err := New(Config{Name: "pico-1", Gateway: srv.URL, Token: "pgt_test", InternalIP: "192.168.1.20", BackoffMin: 10 * time.Millisecond, StatusCheckInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.statusLoop(ctx); close(done) }()
+	a.markDirty()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Status().StatusPatches == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(times) != 3 {
+		t.Fatalf("got %d requests, want 3 (two refused, then one accepted)", len(times))
+	}
+	for i := 1; i < 3; i++ {
+		if gap := times[i].Sub(times[i-1]); gap < time.Second {
+			t.Errorf("retry %d after %s, want at least the 1 s Retry-After", i, gap)
+		}
+	}
+}
+
 func TestRunTwice(t *testing.T) {
 	a, _ := New(Config{Name: "pico-1", Gateway: "http://127.0.0.1:1"})
 	ctx, cancel := context.WithCancel(context.Background())

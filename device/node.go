@@ -116,6 +116,7 @@ func (a *Agent) statusLoop(ctx context.Context) {
 	full := false
 	_, gen := a.nodeUID()
 	wait := a.jitter(a.cfg.StatusCheckInterval)
+	retry := false // the last patch failed: patch again once wait (the backoff) has passed
 	for {
 		timer := time.NewTimer(wait)
 		dirty := false
@@ -137,14 +138,14 @@ func (a *Agent) statusLoop(ctx context.Context) {
 		changed := a.node.setReady(healthErr, now)
 		a.mu.Unlock()
 		due := now.Sub(last)+a.cfg.StatusCheckInterval > a.cfg.StatusReportInterval
-		if !changed && !dirty && !due {
+		if !changed && !dirty && !due && !retry {
 			wait = a.jitter(a.cfg.StatusCheckInterval)
 			continue
 		}
 		err := a.patchStatus(ctx, &buf, now, full)
 		switch {
 		case err == nil:
-			last, full = now, false
+			last, full, retry = now, false, false
 			bo.reset()
 			wait = a.jitter(a.cfg.StatusCheckInterval)
 			continue
@@ -161,7 +162,9 @@ func (a *Agent) statusLoop(ctx context.Context) {
 			continue
 		}
 		a.fail(ctx, "patching node status", err)
-		a.markDirty() // retry even if nothing else changes
+		// Retry even if nothing else changes, but only after the backoff (or the server's Retry-After):
+		// marking the status dirty here would skip the wait and hammer a gateway that said 503 or 429.
+		retry = true
 		wait = bo.retryDelay(err)
 	}
 }
