@@ -116,7 +116,7 @@ func atLeast(ratio, floor float64) string {
 	if ratio >= floor {
 		return "met"
 	}
-	return fmt.Sprintf("missed by %.0f%%", (1-ratio/floor)*100)
+	return "missed by " + percent((1-ratio/floor)*100)
 }
 
 // atMost describes ratio against a ceiling.
@@ -124,5 +124,13 @@ func atMost(ratio, ceiling float64) string {
 	if ratio <= ceiling {
 		return "met"
 	}
-	return fmt.Sprintf("missed by %.0f%%", (ratio/ceiling-1)*100)
+	return "missed by " + percent((ratio/ceiling-1)*100)
+}
+
+// percent prints a shortfall: whole percent, or one decimal below 1% (so a miss never reads "0%").
+func percent(p float64) string {
+	if p < 1 {
+		return fmt.Sprintf("%.1f%%", p)
+	}
+	return fmt.Sprintf("%.0f%%", p)
 }
