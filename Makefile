@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/picogate/picogate/internal/version.Version=$(VERS
 CONTROLPLANE := $(BIN)/kube-apiserver $(BIN)/kube-scheduler $(BIN)/kube-controller-manager $(BIN)/kubectl
 ETCD         := $(BIN)/etcd
 
-.PHONY: all build controlplane test test-unit test-integration fuzz-short vet fmt-check demo bench soak image clean
+.PHONY: all build controlplane test fuzz-short vet fmt-check demo bench bench-fleet soak image clean
 
 all: build
 
@@ -55,6 +55,10 @@ demo: controlplane build
 ## bench: side-by-side benchmarks (nginx, kubectl proxy, picogate); writes docs/benchmarks.{json,md}
 bench: controlplane build
 	./scripts/bench.sh
+
+## bench-fleet: picosim fleets of 1,000/5,000/10,000 devices through one gateway; adds the fleet table to docs/benchmarks.md
+bench-fleet: controlplane build
+	./scripts/bench.sh --fleet 1000,5000,10000
 
 ## soak: the long reliability tests
 soak: controlplane build
