@@ -82,9 +82,10 @@ type identityServer struct {
 	mu      sync.Mutex
 	open    map[string]int
 	conns   map[net.Conn]string
+	proto   string // of the last request
 }
 
-func newIdentityServer(t *testing.T, p *testPKI) *identityServer {
+func newIdentityServer(t *testing.T, p *testPKI, http2 bool) *identityServer {
 	t.Helper()
 	s := &identityServer{release: make(chan struct{}), open: map[string]int{}, conns: map[net.Conn]string{}}
 	pool := x509.NewCertPool()
@@ -92,6 +93,7 @@ func newIdentityServer(t *testing.T, p *testPKI) *identityServer {
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cn := r.TLS.PeerCertificates[0].Subject.CommonName
 		s.mu.Lock()
+		s.proto = r.Proto
 		for c, name := range s.conns {
 			if name == "" && c.RemoteAddr().String() == r.RemoteAddr {
 				s.conns[c] = cn
@@ -120,6 +122,7 @@ func newIdentityServer(t *testing.T, p *testPKI) *identityServer {
 		}
 	}
 	s.TLS = &tls.Config{Certificates: []tls.Certificate{p.server}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
+	s.EnableHTTP2 = http2
 	s.StartTLS()
 	s.unblock = sync.OnceFunc(func() { close(s.release) })
 	t.Cleanup(s.Close)
@@ -184,17 +187,29 @@ func get(t *testing.T, rt http.RoundTripper, url string) (string, error) {
 // on its connection; new requests use the new identity; a half-done rotation (new key, old
 // certificate) is not used; the old connections are closed once their requests are done.
 func TestCertRotationKeepsRequestsInFlight(t *testing.T) {
+	for _, http2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http1.1", true: "http2"}[http2], func(t *testing.T) { testCertRotation(t, http2) })
+	}
+}
+
+func testCertRotation(t *testing.T, http2 bool) {
 	p := newTestPKI(t)
-	srv := newIdentityServer(t, p)
+	srv := newIdentityServer(t, p, http2)
 	certA, keyA := p.issue(t, "identity-a", x509.ExtKeyUsageClientAuth)
 	certB, keyB := p.issue(t, "identity-b", x509.ExtKeyUsageClientAuth)
 	kubeconfig, certFile, keyFile := writeKubeconfig(t, t.TempDir(), srv.URL, p, certA, keyA)
-	up, err := New(Config{Kubeconfig: kubeconfig, CertReloadInterval: time.Second})
+	up, err := New(Config{Kubeconfig: kubeconfig, CertReloadInterval: time.Second, HTTP2: http2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, err := get(t, up.Transport, srv.URL+"/"); err != nil || got != "identity-a" {
 		t.Fatalf("before the rotation: got %q, %v; want identity-a", got, err)
+	}
+	srv.mu.Lock()
+	proto := srv.proto
+	srv.mu.Unlock()
+	if want := map[bool]string{false: "HTTP/1.1", true: "HTTP/2.0"}[http2]; proto != want {
+		t.Fatalf("protocol: got %s, want %s", proto, want)
 	}
 
 	// A long request (a watch, say) is in flight during the rotation.
@@ -250,7 +265,7 @@ func TestCertRotationKeepsRequestsInFlight(t *testing.T) {
 // keeps client-go's own transport.
 func TestInlineCertificateUsesClientGo(t *testing.T) {
 	p := newTestPKI(t)
-	srv := newIdentityServer(t, p)
+	srv := newIdentityServer(t, p, false)
 	cert, key := p.issue(t, "inline", x509.ExtKeyUsageClientAuth)
 	rc := &rest.Config{Host: srv.URL, TLSClientConfig: rest.TLSClientConfig{CAData: p.caPEM, CertData: cert, KeyData: key}}
 	cfg := Config{MaxIdleConns: 4, CertReloadInterval: time.Second, DialTimeout: time.Second}
