@@ -56,14 +56,20 @@ func firmwareDo(t testing.TB, addr, localIP, method, path, ctype, body, extra st
 	if err != nil {
 		t.Fatalf("read: %v", err)
 	}
-	r := firmwareResponse{raw: all, overflow: len(all) > 4095, headers: map[string]string{}}
-	if r.overflow {
-		r.raw = all[:4095]
-	}
-	head, rest, ok := strings.Cut(string(all), "\r\n\r\n")
-	if !ok {
+	if !bytes.Contains(all, []byte("\r\n\r\n")) {
 		t.Fatalf("no header end in %q", all)
 	}
+	r := parseResponse(all)
+	if r.overflow = len(all) > 4095; r.overflow {
+		r.raw = all[:4095]
+	}
+	return r
+}
+
+// parseResponse splits a raw HTTP/1.1 response into status code, lower-cased headers and body.
+func parseResponse(all []byte) firmwareResponse {
+	r := firmwareResponse{raw: all, headers: map[string]string{}}
+	head, rest, _ := strings.Cut(string(all), "\r\n\r\n")
 	lines := strings.Split(head, "\r\n")
 	if f := strings.Fields(lines[0]); len(f) >= 2 {
 		r.code, _ = strconv.Atoi(f[1])
@@ -182,16 +188,5 @@ func rawRequest(t testing.TB, addr, localIP, method, path, ua string, headers []
 	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
 	_, _ = conn.Write(req.Bytes())
 	all, _ := io.ReadAll(conn)
-	r := firmwareResponse{raw: all, headers: map[string]string{}}
-	head, rest, _ := strings.Cut(string(all), "\r\n\r\n")
-	lines := strings.Split(head, "\r\n")
-	if f := strings.Fields(lines[0]); len(f) >= 2 {
-		r.code, _ = strconv.Atoi(f[1])
-	}
-	for _, l := range lines[1:] {
-		k, v, _ := strings.Cut(l, ":")
-		r.headers[strings.ToLower(k)] = strings.TrimSpace(v)
-	}
-	r.body = rest
-	return r
+	return parseResponse(all)
 }

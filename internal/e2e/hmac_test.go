@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,18 +90,7 @@ func rawRequestTyped(t testing.TB, addr, method, target, ua string, headers []st
 	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
 	_, _ = conn.Write(req.Bytes())
 	all, _ := io.ReadAll(conn)
-	r := firmwareResponse{raw: all, headers: map[string]string{}}
-	head, rest, _ := strings.Cut(string(all), "\r\n\r\n")
-	lines := strings.Split(head, "\r\n")
-	if f := strings.Fields(lines[0]); len(f) >= 2 {
-		r.code, _ = strconv.Atoi(f[1])
-	}
-	for _, l := range lines[1:] {
-		k, v, _ := strings.Cut(l, ":")
-		r.headers[strings.ToLower(k)] = strings.TrimSpace(v)
-	}
-	r.body = rest
-	return r
+	return parseResponse(all)
 }
 
 // TestSignedClockSkew: a timestamp just inside the ±30 s window is accepted, just outside refused with a
