@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/upstream"
 )
 
@@ -64,7 +64,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, else "+upstream.K3sKubeconfig+" if readable, else in-cluster)")
 	pf.StringVar(&g.context, "context", "", "kubeconfig context (default: its current context)")
-	pf.StringVar(&g.namespace, "namespace", devices.DefaultNamespace, "namespace of the device records")
+	pf.StringVar(&g.namespace, "namespace", registry.DefaultNamespace, "namespace of the device records")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 func newDevice(g *globals) *cobra.Command {
@@ -41,17 +41,17 @@ func newDeviceAdd(g *globals) *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			var reqs []devices.AddRequest
+			var reqs []registry.AddRequest
 			switch {
 			case count > 0 && len(args) == 0:
-				if auth == string(devices.AuthIP) {
+				if auth == string(registry.AuthIP) {
 					return usageError{fmt.Errorf("--count with --auth ip: each ip device needs its own address; add them one by one")}
 				}
 				for i := 1; i <= count; i++ {
-					reqs = append(reqs, devices.AddRequest{Name: prefix + strconv.Itoa(i), Auth: devices.AuthMode(auth), Source: ip})
+					reqs = append(reqs, registry.AddRequest{Name: prefix + strconv.Itoa(i), Auth: registry.AuthMode(auth), Source: ip})
 				}
 			case count == 0 && len(args) == 1:
-				reqs = []devices.AddRequest{{Name: args[0], Auth: devices.AuthMode(auth), Source: ip}}
+				reqs = []registry.AddRequest{{Name: args[0], Auth: registry.AuthMode(auth), Source: ip}}
 			default:
 				return usageError{fmt.Errorf("give one device NAME, or --count N with --prefix")}
 			}
@@ -59,7 +59,7 @@ func newDeviceAdd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			creds, err := devices.NewStore(c, g.namespace).Add(cmd.Context(), reqs)
+			creds, err := registry.NewStore(c, g.namespace).Add(cmd.Context(), reqs)
 			if err != nil {
 				return err
 			}
@@ -84,16 +84,16 @@ func newDeviceAdd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func printCredential(w io.Writer, cr devices.Credential, verb string) {
+func printCredential(w io.Writer, cr registry.Credential, verb string) {
 	fmt.Fprintf(w, "device %q %s (auth %s)\n", cr.Name, verb, cr.Auth)
 	switch cr.Auth {
-	case devices.AuthToken:
+	case registry.AuthToken:
 		fmt.Fprintf(w, "token (shown once, store it in the firmware): %s\n", cr.Token)
 		fmt.Fprintf(w, "the firmware adds this one header to every request:\n  %s\n", cr.Header)
-	case devices.AuthHMAC:
+	case registry.AuthHMAC:
 		fmt.Fprintf(w, "signing key (shown once, store it in the firmware): %s\n", cr.Key)
 		fmt.Fprintf(w, "the firmware signs every request with it (docs/device-protocol.md, \"Signed requests\")\n")
-	case devices.AuthIP:
+	case registry.AuthIP:
 		fmt.Fprintf(w, "recognised by its source address %s; the firmware needs no change\n", cr.Source)
 	}
 }
@@ -118,7 +118,7 @@ func newDeviceList(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			infos, err := devices.NewStore(c, g.namespace).List(cmd.Context())
+			infos, err := registry.NewStore(c, g.namespace).List(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -144,7 +144,7 @@ func newDeviceList(g *globals) *cobra.Command {
 }
 
 // deviceState is the STATUS column of device list.
-func deviceState(now time.Time, d devices.Info) string {
+func deviceState(now time.Time, d registry.Info) string {
 	switch {
 	case d.Invalid != "":
 		return "invalid: " + d.Invalid
@@ -179,7 +179,7 @@ func newDeviceRevoke(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := devices.NewStore(c, g.namespace).Revoke(cmd.Context(), args[0], deleteNode); err != nil {
+			if err := registry.NewStore(c, g.namespace).Revoke(cmd.Context(), args[0], deleteNode); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "device %q revoked\n", args[0])
@@ -207,7 +207,7 @@ func newDeviceRotate(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cr, err := devices.NewStore(c, g.namespace).Rotate(cmd.Context(), args[0])
+			cr, err := registry.NewStore(c, g.namespace).Rotate(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -232,7 +232,7 @@ func newDeviceApprove(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := devices.NewStore(c, g.namespace).Approve(cmd.Context(), args[0]); err != nil {
+			if err := registry.NewStore(c, g.namespace).Approve(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "device %q approved: it gets its credential on its next enrollment poll\n", args[0])
@@ -251,7 +251,7 @@ func newDeviceRemove(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := devices.NewStore(c, g.namespace).Remove(cmd.Context(), args[0]); err != nil {
+			if err := registry.NewStore(c, g.namespace).Remove(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "device %q removed: credential revoked, node and lease deleted, record deleted\n", args[0])

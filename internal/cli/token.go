@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/picogate/picogate/internal/devices"
 	"github.com/picogate/picogate/internal/enroll"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 func newToken(g *globals) *cobra.Command {
@@ -143,7 +143,7 @@ func newTokenRevoke(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cancelled, err := enroll.NewTokens(c, g.namespace).Revoke(cmd.Context(), args[0], devices.NewStore(c, g.namespace))
+			cancelled, err := enroll.NewTokens(c, g.namespace).Revoke(cmd.Context(), args[0], registry.NewStore(c, g.namespace))
 			for _, n := range cancelled {
 				fmt.Fprintf(g.stdout, "enrollment of %q waiting for approval cancelled\n", n)
 			}

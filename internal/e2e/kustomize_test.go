@@ -21,8 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/picogate/picogate/deploy"
-	"github.com/picogate/picogate/internal/devices"
 	"github.com/picogate/picogate/internal/gatewaytest"
+	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/setup"
 )
 
@@ -93,7 +93,7 @@ func dryRunApply(t testing.TB, manifest string) (string, error) {
 // nothing, so namespaced objects in a Namespace of the same manifest would otherwise be refused.
 func ensureRegistryNamespace(t testing.TB) {
 	t.Helper()
-	_, err := admin(cluster(t)).CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: devices.DefaultNamespace}}, metav1.CreateOptions{})
+	_, err := admin(cluster(t)).CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: registry.DefaultNamespace}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}

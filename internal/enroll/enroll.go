@@ -26,20 +26,20 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // Config configures an Enroller.
 type Config struct {
 	// Store reads and writes device records. Required.
-	Store *devices.Store
+	Store *registry.Store
 	// Tokens reads and spends enrollment tokens. Required.
 	Tokens *Tokens
 	// Registry is the gateway's own view of the records: a new credential is returned only once this
 	// gateway accepts it (or VisibleTimeout passes), so the device's next request does not meet a 401.
 	// Nil skips the wait.
 	Registry interface {
-		ByName(name string) (*devices.Device, bool)
+		ByName(name string) (*registry.Device, bool)
 	}
 	// DeleteNode deletes a deregistering device's Node and Lease (the gateway does it as the device, so
 	// NodeRestriction confines it to that node). Required for Deregister.
@@ -97,10 +97,10 @@ func New(cfg Config) (*Enroller, error) {
 
 // Request is a device's enrollment request (POST /picogate/v1/enroll).
 type Request struct {
-	Token      string           `json:"token"`
-	Name       string           `json:"name"`
-	HardwareID string           `json:"hardwareId"`
-	Auth       devices.AuthMode `json:"auth,omitempty"`
+	Token      string            `json:"token"`
+	Name       string            `json:"name"`
+	HardwareID string            `json:"hardwareId"`
+	Auth       registry.AuthMode `json:"auth,omitempty"`
 }
 
 // LogValue keeps the token out of logs.
@@ -112,7 +112,7 @@ func (r Request) LogValue() slog.Value {
 // existing one) with Credential, or 202 while the request waits for approval.
 type Result struct {
 	Code       int
-	Credential *devices.Credential
+	Credential *registry.Credential
 	Message    string
 	RetryAfter time.Duration
 }
@@ -134,9 +134,9 @@ func refusal(code int, format string, args ...any) *Error {
 // be reached or kept changing under it (the device retries later).
 func (e *Enroller) Enroll(ctx context.Context, req Request) (Result, error) {
 	if req.Auth == "" {
-		req.Auth = devices.AuthToken
+		req.Auth = registry.AuthToken
 		if e.cfg.RequireHMAC {
-			req.Auth = devices.AuthHMAC
+			req.Auth = registry.AuthHMAC
 		}
 	}
 	if err := e.validate(req); err != nil {
@@ -147,7 +147,7 @@ func (e *Enroller) Enroll(ctx context.Context, req Request) (Result, error) {
 	err := wait.ExponentialBackoffWithContext(ctx, consumeBackoff, func(ctx context.Context) (bool, error) {
 		var err error
 		res, err = e.try(ctx, st)
-		if apierrors.IsConflict(err) || errors.Is(err, devices.ErrExists) {
+		if apierrors.IsConflict(err) || errors.Is(err, registry.ErrExists) {
 			return false, nil // someone wrote the record in between: read it again and decide again
 		}
 		return err == nil, err
@@ -170,18 +170,18 @@ func (e *Enroller) validate(req Request) error {
 	if _, err := ParseToken(req.Token); err != nil {
 		return refusal(http.StatusUnauthorized, "%v", ErrUnknownToken)
 	}
-	if err := devices.ValidateName(req.Name); err != nil {
+	if err := registry.ValidateName(req.Name); err != nil {
 		msgs = append(msgs, err.Error())
 	}
 	if !validHardwareID(req.HardwareID) {
 		msgs = append(msgs, "hardwareId: want 1 to 64 characters of A-Z a-z 0-9 : . _ -")
 	}
 	switch req.Auth {
-	case devices.AuthToken:
+	case registry.AuthToken:
 		if e.cfg.RequireHMAC {
 			return refusal(http.StatusForbidden, "this gateway requires signed requests: enroll with \"auth\":\"hmac\"")
 		}
-	case devices.AuthHMAC:
+	case registry.AuthHMAC:
 	default:
 		msgs = append(msgs, fmt.Sprintf("auth %q: want token or hmac", req.Auth))
 	}
@@ -207,7 +207,7 @@ func validHardwareID(s string) bool {
 // try makes one pass: read the record, then poll, re-enroll or enroll.
 func (e *Enroller) try(ctx context.Context, st *attempt) (Result, error) {
 	rec, err := e.cfg.Store.Get(ctx, st.req.Name)
-	if errors.Is(err, devices.ErrNotFound) {
+	if errors.Is(err, registry.ErrNotFound) {
 		rec, err = nil, nil
 	}
 	if err != nil {
@@ -230,13 +230,13 @@ func (e *Enroller) try(ctx context.Context, st *attempt) (Result, error) {
 
 // isPoll reports whether this request is the one waiting in d's enrollment: same hardware id and the
 // same enrollment token (which is the proof; the hardware id is not secret).
-func (e *Enroller) isPoll(d *devices.Device, st *attempt) bool {
+func (e *Enroller) isPoll(d *registry.Device, st *attempt) bool {
 	return d.HardwareID == st.req.HardwareID && subtle.ConstantTimeCompare(d.Enrollment.TokenHash[:], st.tokenHash[:]) == 1
 }
 
 // conflict is why an existing record cannot be enrolled by this request, or nil. It is only told to a
 // holder of a valid token (spendUse checks the token first), so nobody can probe names without one.
-func conflict(rec *devices.Record, req Request) error {
+func conflict(rec *registry.Record, req Request) error {
 	if rec == nil {
 		return nil
 	}
@@ -276,8 +276,8 @@ func (e *Enroller) spendUse(ctx context.Context, st *attempt, conflictErr error)
 	return nil
 }
 
-func (e *Enroller) pending(st *attempt) *devices.Enrollment {
-	return &devices.Enrollment{Requested: e.cfg.Now(), Auth: st.req.Auth, TokenHash: st.tokenHash}
+func (e *Enroller) pending(st *attempt) *registry.Enrollment {
+	return &registry.Enrollment{Requested: e.cfg.Now(), Auth: st.req.Auth, TokenHash: st.tokenHash}
 }
 
 func (e *Enroller) waiting(name string) Result {
@@ -286,7 +286,7 @@ func (e *Enroller) waiting(name string) Result {
 }
 
 func (e *Enroller) create(ctx context.Context, st *attempt) (Result, error) {
-	d := &devices.Device{Name: st.req.Name, HardwareID: st.req.HardwareID, EnrolledBy: st.token.ID, Created: e.cfg.Now()}
+	d := &registry.Device{Name: st.req.Name, HardwareID: st.req.HardwareID, EnrolledBy: st.token.ID, Created: e.cfg.Now()}
 	if st.token.Approve == ApproveManual {
 		d.Auth, d.Enrollment = st.req.Auth, e.pending(st)
 		if err := e.cfg.Store.Create(ctx, d); err != nil {
@@ -295,7 +295,7 @@ func (e *Enroller) create(ctx context.Context, st *attempt) (Result, error) {
 		e.log.Info("enrollment waiting for approval", "device", d.Name, "hardwareId", d.HardwareID, "token", st.token.ID)
 		return e.waiting(d.Name), nil
 	}
-	cred, err := devices.IssueCredential(d, st.req.Auth)
+	cred, err := registry.IssueCredential(d, st.req.Auth)
 	if err != nil {
 		return Result{}, err
 	}
@@ -310,7 +310,7 @@ func (e *Enroller) create(ctx context.Context, st *attempt) (Result, error) {
 // reenroll gives an existing device (same name, same hardware id: a board that lost its flash) a new
 // credential, or with a manual token records the request; the current credential keeps working until
 // the new one is issued.
-func (e *Enroller) reenroll(ctx context.Context, rec *devices.Record, st *attempt) (Result, error) {
+func (e *Enroller) reenroll(ctx context.Context, rec *registry.Record, st *attempt) (Result, error) {
 	d := rec.Device
 	d.EnrolledBy = st.token.ID
 	if st.token.Approve == ApproveManual {
@@ -321,7 +321,7 @@ func (e *Enroller) reenroll(ctx context.Context, rec *devices.Record, st *attemp
 		e.log.Info("re-enrollment waiting for approval", "device", d.Name, "token", st.token.ID)
 		return e.waiting(d.Name), nil
 	}
-	cred, err := devices.IssueCredential(d, st.req.Auth)
+	cred, err := registry.IssueCredential(d, st.req.Auth)
 	if err != nil {
 		return Result{}, err
 	}
@@ -335,12 +335,12 @@ func (e *Enroller) reenroll(ctx context.Context, rec *devices.Record, st *attemp
 
 // poll answers a request waiting for approval: 202 again, or, once approved, the credential (once: the
 // record then has it and no enrollment, so the same request again is a re-enrollment).
-func (e *Enroller) poll(ctx context.Context, rec *devices.Record) (Result, error) {
+func (e *Enroller) poll(ctx context.Context, rec *registry.Record) (Result, error) {
 	d := rec.Device
 	if d.Enrollment.Approved.IsZero() {
 		return e.waiting(d.Name), nil
 	}
-	cred, err := devices.IssueCredential(d, d.Enrollment.Auth)
+	cred, err := registry.IssueCredential(d, d.Enrollment.Auth)
 	if err != nil {
 		return Result{}, err
 	}
@@ -355,8 +355,8 @@ func (e *Enroller) poll(ctx context.Context, rec *devices.Record) (Result, error
 
 // Rotate issues a second credential for an authenticated device; the current one stays valid until the
 // new one is first used (PromoteNext).
-func (e *Enroller) Rotate(ctx context.Context, name string) (devices.Credential, error) {
-	var cred devices.Credential
+func (e *Enroller) Rotate(ctx context.Context, name string) (registry.Credential, error) {
+	var cred registry.Credential
 	err := wait.ExponentialBackoffWithContext(ctx, consumeBackoff, func(ctx context.Context) (bool, error) {
 		rec, err := e.cfg.Store.Get(ctx, name)
 		if err != nil {
@@ -365,7 +365,7 @@ func (e *Enroller) Rotate(ctx context.Context, name string) (devices.Credential,
 		if rec.Device.IsRevoked() {
 			return false, refusal(http.StatusUnauthorized, "device %q is revoked", name)
 		}
-		if cred, err = devices.IssueNext(rec.Device); err != nil {
+		if cred, err = registry.IssueNext(rec.Device); err != nil {
 			return false, refusal(http.StatusBadRequest, "%v", err)
 		}
 		if err := e.cfg.Store.Update(ctx, rec); apierrors.IsConflict(err) {
@@ -376,10 +376,10 @@ func (e *Enroller) Rotate(ctx context.Context, name string) (devices.Credential,
 		return true, nil
 	})
 	if wait.Interrupted(err) {
-		return devices.Credential{}, fmt.Errorf("rotating %q: the device record kept changing; retry", name)
+		return registry.Credential{}, fmt.Errorf("rotating %q: the device record kept changing; retry", name)
 	}
 	if err != nil {
-		return devices.Credential{}, err
+		return registry.Credential{}, err
 	}
 	e.log.Info("device rotated its credential", "device", name)
 	e.awaitVisible(ctx, cred)
@@ -396,7 +396,7 @@ func (e *Enroller) Deregister(ctx context.Context, name string) error {
 }
 
 // awaitVisible waits, bounded, until this gateway's registry accepts cred.
-func (e *Enroller) awaitVisible(ctx context.Context, cred devices.Credential) {
+func (e *Enroller) awaitVisible(ctx context.Context, cred registry.Credential) {
 	if e.cfg.Registry == nil {
 		return
 	}
@@ -409,12 +409,12 @@ func (e *Enroller) awaitVisible(ctx context.Context, cred devices.Credential) {
 }
 
 // accepts reports whether d holds cred as its current or next credential.
-func accepts(d *devices.Device, cred devices.Credential) bool {
+func accepts(d *registry.Device, cred registry.Credential) bool {
 	switch cred.Auth {
-	case devices.AuthToken:
-		h := devices.HashToken(cred.Token)
+	case registry.AuthToken:
+		h := registry.HashToken(cred.Token)
 		return d.TokenHash == h || d.NextTokenHash == h
-	case devices.AuthHMAC:
+	case registry.AuthHMAC:
 		k := hexKey(cred.Key)
 		return k != nil && (bytes.Equal(d.Key, k) || bytes.Equal(d.NextKey, k))
 	}
@@ -423,7 +423,7 @@ func accepts(d *devices.Device, cred devices.Credential) bool {
 
 func hexKey(s string) []byte {
 	k, err := hex.DecodeString(s)
-	if err != nil || len(k) != devices.KeySize {
+	if err != nil || len(k) != registry.KeySize {
 		return nil
 	}
 	return k

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/status"
 )
 
@@ -25,7 +25,7 @@ type HandlersConfig struct {
 	// Enroller does the work. Required.
 	Enroller *Enroller
 	// DeviceFrom returns the authenticated device of a request (gateway.DeviceFrom). Required.
-	DeviceFrom func(*http.Request) *devices.Device
+	DeviceFrom func(*http.Request) *registry.Device
 	// Note records why a request was refused, for the gateway's access log (gateway.NoteReason).
 	Note func(r *http.Request, reason string)
 	// EnrollRate and EnrollBurst bound enrollment requests across all devices (unauthenticated requests

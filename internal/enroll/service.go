@@ -7,14 +7,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // ServiceConfig configures the enrollment feature's background work.
 type ServiceConfig struct {
 	// Tokens is swept for expired tokens; Store completes rotations. Both required.
 	Tokens *Tokens
-	Store  *devices.Store
+	Store  *registry.Store
 	// SweepInterval is how often expired tokens are deleted. Default 1m.
 	SweepInterval time.Duration
 	Logger        *slog.Logger

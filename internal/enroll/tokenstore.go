@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
-	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // Tokens stores enrollment tokens as Secrets in the gateway's namespace. The CLI creates, lists and
@@ -30,7 +30,7 @@ type Tokens struct {
 // NewTokens returns a token store for namespace (default picogate-system).
 func NewTokens(c kubernetes.Interface, namespace string) *Tokens {
 	if namespace == "" {
-		namespace = devices.DefaultNamespace
+		namespace = registry.DefaultNamespace
 	}
 	return &Tokens{Client: c, Namespace: namespace, Now: time.Now}
 }
@@ -53,7 +53,7 @@ func (s TokenSpec) Validate() error {
 		errs = append(errs, fmt.Errorf("--uses %d: want 0 (unlimited until it expires) or more", s.Uses))
 	}
 	if s.Prefix != "" {
-		if err := devices.ValidateName(s.Prefix + "x"); err != nil {
+		if err := registry.ValidateName(s.Prefix + "x"); err != nil {
 			errs = append(errs, fmt.Errorf("--prefix %q: names starting with it cannot be node names", s.Prefix))
 		}
 	}
@@ -81,7 +81,7 @@ func (t *Tokens) Create(ctx context.Context, spec TokenSpec) (Token, *TokenInfo,
 			Approve: spec.Approve, Created: now.Truncate(time.Second), hash: HashToken(tok.Reveal())}
 		sec := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: TokenSecretPrefix + id, Namespace: t.Namespace,
-				Labels: map[string]string{devices.LabelKind: KindToken, devices.LabelManaged: devices.ManagedBy}},
+				Labels: map[string]string{registry.LabelKind: KindToken, registry.LabelManaged: registry.ManagedBy}},
 			Type: TokenSecretType,
 			Data: tokenData(info),
 		}
@@ -99,7 +99,7 @@ func (t *Tokens) Create(ctx context.Context, spec TokenSpec) (Token, *TokenInfo,
 
 // List returns every token, soonest expiry first, expired ones included (until the gateway sweeps them).
 func (t *Tokens) List(ctx context.Context) ([]*TokenInfo, error) {
-	list, err := t.Client.CoreV1().Secrets(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: devices.LabelKind + "=" + KindToken})
+	list, err := t.Client.CoreV1().Secrets(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: registry.LabelKind + "=" + KindToken})
 	if err != nil {
 		return nil, fmt.Errorf("listing enrollment tokens in %q: %w", t.Namespace, err)
 	}
@@ -194,7 +194,7 @@ func (t *Tokens) load(ctx context.Context, id, tok string) (*corev1.Secret, *Tok
 // Revoke deletes a token, and cancels the enrollments it left waiting for approval: a device that never
 // got a credential is deleted, a re-enrollment of an existing device is dropped (the device keeps its
 // current credential).
-func (t *Tokens) Revoke(ctx context.Context, id string, store *devices.Store) (cancelled []string, err error) {
+func (t *Tokens) Revoke(ctx context.Context, id string, store *registry.Store) (cancelled []string, err error) {
 	if len(id) != idLen || !lowerAlnum(id) {
 		return nil, fmt.Errorf("invalid token id %q: want the 6 characters after pge_", id)
 	}
@@ -222,7 +222,7 @@ func (t *Tokens) Revoke(ctx context.Context, id string, store *devices.Store) (c
 // Sweep deletes expired tokens. Each delete is conditional on the version read, and a token already
 // gone is fine, so any number of gateway replicas may sweep at once.
 func (t *Tokens) Sweep(ctx context.Context) (int, error) {
-	list, err := t.Client.CoreV1().Secrets(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: devices.LabelKind + "=" + KindToken})
+	list, err := t.Client.CoreV1().Secrets(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: registry.LabelKind + "=" + KindToken})
 	if err != nil {
 		return 0, fmt.Errorf("listing enrollment tokens: %w", err)
 	}

@@ -6,15 +6,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/picogate/picogate/internal/devices"
 	"github.com/picogate/picogate/internal/hmacauth"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // Registry is what authentication needs from the device registry.
 type Registry interface {
-	ByToken(token string) (*devices.Device, bool)
-	ByAddr(addr netip.Addr) (*devices.Device, bool)
-	ByName(name string) (*devices.Device, bool) // hmac mode: the Credential of a signed request
+	ByToken(token string) (*registry.Device, bool)
+	ByAddr(addr netip.Addr) (*registry.Device, bool)
+	ByName(name string) (*registry.Device, bool) // hmac mode: the Credential of a signed request
 	HasSynced() bool
 }
 
@@ -89,7 +89,7 @@ func (g *Gateway) refuseAuth(w http.ResponseWriter, info *reqInfo, reason, detai
 }
 
 // identify returns the device, nil for the shared identity, or a failure reason.
-func (g *Gateway) identify(r *http.Request, client netip.Addr) (*devices.Device, string) {
+func (g *Gateway) identify(r *http.Request, client netip.Addr) (*registry.Device, string) {
 	authz := r.Header["Authorization"]
 	if len(authz) > 0 {
 		if g.registry == nil {
@@ -107,7 +107,7 @@ func (g *Gateway) identify(r *http.Request, client netip.Addr) (*devices.Device,
 		}
 		d, ok := g.registry.ByToken(token)
 		switch {
-		case !ok || d.Auth != devices.AuthToken:
+		case !ok || d.Auth != registry.AuthToken:
 			return nil, authUnknown
 		case d.IsRevoked():
 			return nil, authRevoked
@@ -115,7 +115,7 @@ func (g *Gateway) identify(r *http.Request, client netip.Addr) (*devices.Device,
 			return nil, authSource
 		}
 		if d.Rotating() && g.cfg.OnNextCredential != nil {
-			if h := devices.HashToken(token); h == d.NextTokenHash {
+			if h := registry.HashToken(token); h == d.NextTokenHash {
 				g.cfg.OnNextCredential(d.Name, h[:])
 			}
 		}

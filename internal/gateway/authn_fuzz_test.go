@@ -13,8 +13,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/picogate/picogate/internal/devices"
 	"github.com/picogate/picogate/internal/policy"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // FuzzBearer: whatever the Authorization value, bearer either refuses it or returns exactly the text
@@ -48,9 +48,9 @@ func FuzzBearer(f *testing.F) {
 
 // fuzzDevices are the registered devices of FuzzDeviceRequest: a token device and an ip-mode one.
 var fuzzDevices = struct {
-	token, ip *devices.Device
+	token, ip *registry.Device
 	ipAddr    netip.Addr
-}{token: dev("pico-1", devices.AuthToken), ip: dev("pico-ip", devices.AuthIP), ipAddr: netip.MustParseAddr("192.168.1.30")}
+}{token: dev("pico-1", registry.AuthToken), ip: dev("pico-ip", registry.AuthIP), ipAddr: netip.MustParseAddr("192.168.1.30")}
 
 // FuzzDeviceRequest parses arbitrary bytes as a device's request (net/http's own parser, as the server
 // does) and sends it through the whole middleware chain to a transport that records what would reach
@@ -134,7 +134,7 @@ func checkForwarded(t *testing.T, sent http.Header, client string, out *http.Req
 			t.Fatalf("forwarded header %s: %q (client sent %v)", k, out.Header[k], sent)
 		}
 	}
-	var want *devices.Device
+	var want *registry.Device
 	switch authz := sent.Values("Authorization"); {
 	case len(authz) == 1 && len(authz[0]) > 7 && strings.EqualFold(authz[0][:7], "Bearer ") && authz[0][7:] == "tok-pico-1":
 		want = fuzzDevices.token

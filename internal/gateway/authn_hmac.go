@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/picogate/picogate/internal/devices"
 	"github.com/picogate/picogate/internal/hmacauth"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // authenticateSigned authenticates a signed request (hmac mode; the format is in internal/hmacauth).
@@ -84,7 +84,7 @@ func (g *Gateway) authenticateSigned(w http.ResponseWriter, r *http.Request, inf
 }
 
 // signedDevice finds the hmac device a signed request names, or why it cannot be used.
-func (g *Gateway) signedDevice(name string, info *reqInfo) (*devices.Device, string) {
+func (g *Gateway) signedDevice(name string, info *reqInfo) (*registry.Device, string) {
 	if g.registry == nil {
 		return nil, authUnknown
 	}
@@ -93,7 +93,7 @@ func (g *Gateway) signedDevice(name string, info *reqInfo) (*devices.Device, str
 	}
 	d, ok := g.registry.ByName(name)
 	switch {
-	case !ok || d.Auth != devices.AuthHMAC || !d.HasCredential():
+	case !ok || d.Auth != registry.AuthHMAC || !d.HasCredential():
 		return nil, authUnknown
 	case d.IsRevoked():
 		return nil, authRevoked

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/picogate/picogate/internal/devices"
 	"github.com/picogate/picogate/internal/hmacauth"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // BenchmarkHandlerSigned is BenchmarkHandler's request (the firmware's GET of its own node through the
@@ -30,7 +30,7 @@ func BenchmarkHandlerSigned(b *testing.B) {
 		{"PATCH status/hmac", "PATCH", "/api/v1/nodes/pico-1/status", "application/strategic-merge-patch+json", heartbeat, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			d := dev("pico-1", devices.AuthToken)
+			d := dev("pico-1", registry.AuthToken)
 			if bc.signed {
 				d = hmacDev("pico-1")
 			}

@@ -13,16 +13,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/picogate/picogate/internal/devices"
 	"github.com/picogate/picogate/internal/hmacauth"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // t0 is the fixed clock of the signing tests.
 var t0 = time.Unix(1764579600, 0)
 
-func hmacDev(name string) *devices.Device {
+func hmacDev(name string) *registry.Device {
 	k := sha256.Sum256([]byte("key-" + name))
-	return &devices.Device{Name: name, Auth: devices.AuthHMAC, Key: k[:], User: []string{devices.NodeUser(name)}, Groups: devices.DeviceGroups()}
+	return &registry.Device{Name: name, Auth: registry.AuthHMAC, Key: k[:], User: []string{registry.NodeUser(name)}, Groups: registry.DeviceGroups()}
 }
 
 // signed builds a request signed with key at ts with nonce n.
@@ -62,7 +62,7 @@ func TestAuthenticateSigned(t *testing.T) {
 	d := hmacDev("pico-h1")
 	revoked := hmacDev("pico-h2")
 	revoked.Revoked = t0
-	tokenDev := dev("pico-t1", devices.AuthToken)
+	tokenDev := dev("pico-t1", registry.AuthToken)
 	other := hmacDev("pico-h3")
 	const patchCT = "application/strategic-merge-patch+json"
 	const body = `{"status":{}}`
@@ -208,12 +208,12 @@ func TestSignedRotationUsesNextKey(t *testing.T) {
 }
 
 func TestTokenRotationUsesNextToken(t *testing.T) {
-	d := dev("pico-k2", devices.AuthToken)
-	d.NextTokenHash = devices.HashToken("next-token")
+	d := dev("pico-k2", registry.AuthToken)
+	d.NextTokenHash = registry.HashToken("next-token")
 	var promoted atomic.Value
 	reg := registryOf(d)
-	reg.byToken = func(tok string) (*devices.Device, bool) {
-		h := devices.HashToken(tok)
+	reg.byToken = func(tok string) (*registry.Device, bool) {
+		h := registry.HashToken(tok)
 		return d, h == d.TokenHash || h == d.NextTokenHash
 	}
 	g := newTestGateway(t, Config{Registry: reg, OnNextCredential: func(name string, _ []byte) { promoted.Store(name) }})
@@ -232,8 +232,8 @@ func TestTokenRotationUsesNextToken(t *testing.T) {
 }
 
 func TestRequireHMAC(t *testing.T) {
-	tok := dev("pico-q1", devices.AuthToken)
-	ip := dev("pico-q2", devices.AuthIP)
+	tok := dev("pico-q1", registry.AuthToken)
+	ip := dev("pico-q2", registry.AuthIP)
 	ip.Source = netip.MustParsePrefix("192.168.1.9/32")
 	h := hmacDev("pico-q3")
 	g := newTestGateway(t, Config{Registry: registryOf(tok, ip, h), RequireHMAC: true, Now: func() time.Time { return t0 }})

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // cannedTransport answers every request with a recorded-size Node, so the benchmark measures the
@@ -33,7 +33,7 @@ func benchNode() string {
 // BenchmarkHandler is the per-request cost of the whole middleware chain in per-device token mode with
 // the access log on (written to io.Discard through a JSON handler, as `--log-format json` would).
 func BenchmarkHandler(b *testing.B) {
-	d := dev("pico-1", devices.AuthToken)
+	d := dev("pico-1", registry.AuthToken)
 	g, err := New(Config{
 		Upstream:  mustURL("http://apiserver.invalid"),
 		Transport: cannedTransport{body: benchNode()},

@@ -12,31 +12,31 @@ import (
 	"testing"
 	"time"
 
-	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/status"
 )
 
 // fakeRegistry is a func adapter for the Registry interface.
 type fakeRegistry struct {
-	byToken func(string) (*devices.Device, bool)
-	byAddr  func(netip.Addr) (*devices.Device, bool)
-	byName  func(string) (*devices.Device, bool)
+	byToken func(string) (*registry.Device, bool)
+	byAddr  func(netip.Addr) (*registry.Device, bool)
+	byName  func(string) (*registry.Device, bool)
 	synced  bool
 }
 
-func (f fakeRegistry) ByToken(t string) (*devices.Device, bool) {
+func (f fakeRegistry) ByToken(t string) (*registry.Device, bool) {
 	if f.byToken == nil {
 		return nil, false
 	}
 	return f.byToken(t)
 }
-func (f fakeRegistry) ByAddr(a netip.Addr) (*devices.Device, bool) {
+func (f fakeRegistry) ByAddr(a netip.Addr) (*registry.Device, bool) {
 	if f.byAddr == nil {
 		return nil, false
 	}
 	return f.byAddr(a)
 }
-func (f fakeRegistry) ByName(n string) (*devices.Device, bool) {
+func (f fakeRegistry) ByName(n string) (*registry.Device, bool) {
 	if f.byName == nil {
 		return nil, false
 	}
@@ -44,31 +44,31 @@ func (f fakeRegistry) ByName(n string) (*devices.Device, bool) {
 }
 func (f fakeRegistry) HasSynced() bool { return f.synced }
 
-func dev(name string, auth devices.AuthMode) *devices.Device {
-	return &devices.Device{Name: name, Auth: auth, TokenHash: devices.HashToken("tok-" + name), User: []string{devices.NodeUser(name)}, Groups: devices.DeviceGroups()}
+func dev(name string, auth registry.AuthMode) *registry.Device {
+	return &registry.Device{Name: name, Auth: auth, TokenHash: registry.HashToken("tok-" + name), User: []string{registry.NodeUser(name)}, Groups: registry.DeviceGroups()}
 }
 
 // registryOf serves the given devices: token devices by "tok-NAME", ip devices by their Source address.
-func registryOf(ds ...*devices.Device) fakeRegistry {
+func registryOf(ds ...*registry.Device) fakeRegistry {
 	return fakeRegistry{
 		synced: true,
-		byToken: func(t string) (*devices.Device, bool) {
+		byToken: func(t string) (*registry.Device, bool) {
 			for _, d := range ds {
-				if d.TokenHash == devices.HashToken(t) {
+				if d.TokenHash == registry.HashToken(t) {
 					return d, true
 				}
 			}
 			return nil, false
 		},
-		byAddr: func(a netip.Addr) (*devices.Device, bool) {
+		byAddr: func(a netip.Addr) (*registry.Device, bool) {
 			for _, d := range ds {
-				if d.Auth == devices.AuthIP && d.Source.Addr() == a {
+				if d.Auth == registry.AuthIP && d.Source.Addr() == a {
 					return d, true
 				}
 			}
 			return nil, false
 		},
-		byName: func(n string) (*devices.Device, bool) {
+		byName: func(n string) (*registry.Device, bool) {
 			for _, d := range ds {
 				if d.Name == n {
 					return d, true
@@ -153,12 +153,12 @@ func TestSourceCheck(t *testing.T) {
 }
 
 func TestAuthenticate(t *testing.T) {
-	tokenDev := dev("pico-1", devices.AuthToken)
-	revoked := dev("pico-2", devices.AuthToken)
+	tokenDev := dev("pico-1", registry.AuthToken)
+	revoked := dev("pico-2", registry.AuthToken)
 	revoked.Revoked = time.Now()
-	pinned := dev("pico-3", devices.AuthToken)
+	pinned := dev("pico-3", registry.AuthToken)
 	pinned.Source = netip.MustParsePrefix("10.0.0.3/32")
-	ipDev := dev("pico-4", devices.AuthIP)
+	ipDev := dev("pico-4", registry.AuthIP)
 	ipDev.Source = netip.MustParsePrefix("10.0.0.4/32")
 	reg := registryOf(tokenDev, revoked, pinned, ipDev)
 
@@ -194,7 +194,7 @@ func TestAuthenticate(t *testing.T) {
 			r := reg
 			r.synced = tt.synced
 			g := newTestGateway(t, Config{Registry: r, SharedIdentity: tt.shared})
-			var got *devices.Device
+			var got *registry.Device
 			next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = infoFrom(r).device })
 			req := httptest.NewRequest("GET", "/version", nil)
 			req.RemoteAddr = tt.remote + ":1234"
@@ -271,7 +271,7 @@ func TestAuthorize(t *testing.T) {
 }
 
 func TestLimitRate(t *testing.T) {
-	d := dev("pico-1", devices.AuthToken)
+	d := dev("pico-1", registry.AuthToken)
 	g := newTestGateway(t, Config{Registry: registryOf(d), DeviceRate: 1, DeviceBurst: 3})
 	other := g.states.get("pico-2")
 	h := g.limit(&okHandler{})
@@ -355,7 +355,7 @@ func TestLimitBody(t *testing.T) {
 }
 
 func TestRewrite(t *testing.T) {
-	d := dev("pico-1", devices.AuthToken)
+	d := dev("pico-1", registry.AuthToken)
 	g := newTestGateway(t, Config{Registry: registryOf(d)})
 	in := httptest.NewRequest("GET", "/api/v1/nodes/pico-1?x=1", nil)
 	in.RemoteAddr = "192.168.1.9:5000"

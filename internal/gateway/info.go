@@ -6,8 +6,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/picogate/picogate/internal/devices"
 	"github.com/picogate/picogate/internal/policy"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // reqInfo is what the middlewares learn about a request, created once by the outermost one and filled
@@ -18,10 +18,10 @@ type reqInfo struct {
 	query  policy.Query
 	watch  bool
 
-	device *devices.Device // nil when forwarded with the shared identity
-	state  *deviceState    // per-device limiter and metrics; nil with the shared identity
-	route  string          // the policy rule that allowed or refused the request
-	reason string          // why picogate refused it, for the access log ("" if it did not)
+	device *registry.Device // nil when forwarded with the shared identity
+	state  *deviceState     // per-device limiter and metrics; nil with the shared identity
+	route  string           // the policy rule that allowed or refused the request
+	reason string           // why picogate refused it, for the access log ("" if it did not)
 
 	auditID string // the API server's Audit-Id, so a log line can be joined with the audit log
 

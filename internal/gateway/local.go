@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/picogate/picogate/internal/devices"
 	"github.com/picogate/picogate/internal/policy"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // LocalPrefix is where the gateway's own endpoints live on the device port. The API server has no such
@@ -29,7 +29,7 @@ type LocalRoute struct {
 }
 
 // DeviceFrom returns the device a request was authenticated as, or nil.
-func DeviceFrom(r *http.Request) *devices.Device { return infoFrom(r).device }
+func DeviceFrom(r *http.Request) *registry.Device { return infoFrom(r).device }
 
 // NoteReason records why a local handler refused a request, for the access log line.
 func NoteReason(r *http.Request, reason string) { infoFrom(r).reason = reason }

@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 func TestLocalRoutes(t *testing.T) {
-	tok := dev("pico-l1", devices.AuthToken)
+	tok := dev("pico-l1", registry.AuthToken)
 	h := hmacDev("pico-l2")
 	var seen []string
 	rotate := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // TestRefusedBodyClosesConnection: a request refused while its body is still unread (a body trickled
@@ -30,7 +30,7 @@ func TestRefusedBodyClosesConnection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := newTestGateway(t, Config{Registry: registryOf(dev("pico-1", devices.AuthToken)), BodyTimeout: 300 * time.Millisecond})
+			g := newTestGateway(t, Config{Registry: registryOf(dev("pico-1", registry.AuthToken)), BodyTimeout: 300 * time.Millisecond})
 			srv := httptest.NewServer(g.Handler())
 			defer srv.Close()
 			c, err := net.Dial("tcp", srv.Listener.Addr().String())

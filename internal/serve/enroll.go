@@ -12,9 +12,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/picogate/picogate/internal/devices"
 	"github.com/picogate/picogate/internal/enroll"
 	"github.com/picogate/picogate/internal/gateway"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // DeregisterGroup is the group the gateway adds, for one request only, when it deletes a deregistering
@@ -24,8 +24,8 @@ import (
 const DeregisterGroup = "picogate:deregistering"
 
 // enrollment builds the --enrollment feature: its background service and its endpoints.
-func enrollment(rc *rest.Config, client kubernetes.Interface, reg *devices.Registry, ns string, requireHMAC bool, log *slog.Logger) (*enroll.Service, []gateway.LocalRoute, error) {
-	store := devices.NewStore(client, ns)
+func enrollment(rc *rest.Config, client kubernetes.Interface, reg *registry.Cache, ns string, requireHMAC bool, log *slog.Logger) (*enroll.Service, []gateway.LocalRoute, error) {
+	store := registry.NewStore(client, ns)
 	tokens := enroll.NewTokens(client, ns)
 	en, err := enroll.New(enroll.Config{Store: store, Tokens: tokens, Registry: reg, DeleteNode: deleteNodeAsDevice(rc), RequireHMAC: requireHMAC, Logger: log})
 	if err != nil {
@@ -52,7 +52,7 @@ func enrollment(rc *rest.Config, client kubernetes.Interface, reg *devices.Regis
 func deleteNodeAsDevice(rc *rest.Config) func(ctx context.Context, name string) error {
 	return func(ctx context.Context, name string) error {
 		c := rest.CopyConfig(rc)
-		c.Impersonate = rest.ImpersonationConfig{UserName: devices.NodeUser(name), Groups: []string{"system:nodes", DeregisterGroup}}
+		c.Impersonate = rest.ImpersonationConfig{UserName: registry.NodeUser(name), Groups: []string{"system:nodes", DeregisterGroup}}
 		cs, err := kubernetes.NewForConfig(c)
 		if err != nil {
 			return fmt.Errorf("client for node %q: %w", name, err)

@@ -16,11 +16,11 @@ import (
 	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/picogate/picogate/internal/devices"
 	"github.com/picogate/picogate/internal/enroll"
 	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/health"
 	"github.com/picogate/picogate/internal/policy"
+	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/upstream"
 )
 
@@ -60,7 +60,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.AdminListen = "127.0.0.1:6081"
 	}
 	if cfg.Namespace == "" {
-		cfg.Namespace = devices.DefaultNamespace
+		cfg.Namespace = registry.DefaultNamespace
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -83,7 +83,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	var gw *gateway.Gateway
-	reg, err := devices.NewRegistry(devices.RegistryConfig{
+	reg, err := registry.NewCache(registry.CacheConfig{
 		Client: up.Client, Namespace: cfg.Namespace, Logger: log,
 		OnChange: func(name string, registered bool) {
 			if gw != nil {
@@ -171,7 +171,7 @@ func logStart(log *slog.Logger, cfg Config, up *upstream.Upstream, devLn, adminL
 
 // registryCheck is ready once the registry has synced; a watch failing since then is reported as
 // degraded (the last synced registry keeps serving) until a list in the namespace succeeds again.
-func registryCheck(reg *devices.Registry, up *upstream.Upstream, ns string) func(ctx context.Context) error {
+func registryCheck(reg *registry.Cache, up *upstream.Upstream, ns string) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		if !reg.HasSynced() {
 			return errors.New("device registry not synced yet")
@@ -180,7 +180,7 @@ func registryCheck(reg *devices.Registry, up *upstream.Upstream, ns string) func
 		if werr == nil {
 			return nil
 		}
-		if _, err := up.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: devices.LabelKind + "=" + devices.KindDevice}); err != nil {
+		if _, err := up.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: registry.LabelKind + "=" + registry.KindDevice}); err != nil {
 			return health.Degraded{Err: fmt.Errorf("serving the registry synced before %s: %w", at.Format(time.RFC3339), err)}
 		}
 		reg.ClearWatchError()
@@ -193,7 +193,7 @@ func ParseCIDRs(values []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	var errs []error
 	for _, v := range values {
-		p, err := devices.ParseSource(v)
+		p, err := registry.ParseSource(v)
 		if err != nil || !p.IsValid() {
 			errs = append(errs, fmt.Errorf("--allow-cidr %q: want a CIDR such as 192.168.1.0/24", v))
 			continue

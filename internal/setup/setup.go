@@ -25,7 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/picogate/picogate/deploy"
-	"github.com/picogate/picogate/internal/devices"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 const (
@@ -90,7 +90,7 @@ type Result struct {
 // New validates cfg, reporting every problem at once.
 func New(cfg Config) (*Setup, error) {
 	if cfg.Namespace == "" {
-		cfg.Namespace = devices.DefaultNamespace
+		cfg.Namespace = registry.DefaultNamespace
 	}
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = DefaultTokenTTL

@@ -1,4 +1,4 @@
-package devices
+package registry
 
 import (
 	"bytes"
@@ -23,8 +23,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// RegistryConfig configures a Registry.
-type RegistryConfig struct {
+// CacheConfig configures a Cache.
+type CacheConfig struct {
 	// Client reads the device Secrets. Required.
 	Client kubernetes.Interface
 	// Namespace holds the device Secrets. Default "picogate-system".
@@ -39,10 +39,10 @@ type RegistryConfig struct {
 // DefaultNamespace is where device records live unless --namespace says otherwise.
 const DefaultNamespace = "picogate-system"
 
-// Registry is the gateway's view of the device Secrets, kept current by a client-go informer. Lookups are
+// Cache is the gateway's view of the device Secrets, kept current by a client-go informer. Lookups are
 // served from memory; if the API server becomes unreachable the last synced state keeps serving.
-type Registry struct {
-	cfg      RegistryConfig
+type Cache struct {
+	cfg      CacheConfig
 	log      *slog.Logger
 	informer cache.SharedIndexInformer
 
@@ -61,8 +61,8 @@ type watchError struct {
 	at  time.Time
 }
 
-// NewRegistry builds a Registry; Run starts it.
-func NewRegistry(cfg RegistryConfig) (*Registry, error) {
+// NewCache builds a Cache; Run starts it.
+func NewCache(cfg CacheConfig) (*Cache, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("device registry: a Kubernetes client is required")
 	}
@@ -72,7 +72,7 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Registry{
+	r := &Cache{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "registry"),
 		bySec:   map[string]*Device{},
@@ -126,7 +126,7 @@ func stripSecret(obj any) (any, error) {
 
 // Run keeps the registry in sync until ctx ends. It starts the informer once the device records can be
 // listed (see waitListable).
-func (r *Registry) Run(ctx context.Context) error {
+func (r *Cache) Run(ctx context.Context) error {
 	if !r.waitListable(ctx) {
 		return nil
 	}
@@ -135,11 +135,11 @@ func (r *Registry) Run(ctx context.Context) error {
 }
 
 // HasSynced reports whether the first full list has been loaded.
-func (r *Registry) HasSynced() bool { return r.informer.HasSynced() }
+func (r *Cache) HasSynced() bool { return r.informer.HasSynced() }
 
 // WatchError returns the last watch failure and when it happened, if the watch has failed since the
 // last call to ClearWatchError.
-func (r *Registry) WatchError() (error, time.Time) {
+func (r *Cache) WatchError() (error, time.Time) {
 	if w := r.watchErr.Load(); w != nil {
 		return w.err, w.at
 	}
@@ -147,17 +147,17 @@ func (r *Registry) WatchError() (error, time.Time) {
 }
 
 // ClearWatchError forgets a watch failure once the registry is known to be reachable again.
-func (r *Registry) ClearWatchError() { r.watchErr.Store(nil) }
+func (r *Cache) ClearWatchError() { r.watchErr.Store(nil) }
 
 // Len is the number of device records.
-func (r *Registry) Len() int {
+func (r *Cache) Len() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return len(r.bySec)
 }
 
 // Names returns the names of all registered devices.
-func (r *Registry) Names() []string {
+func (r *Cache) Names() []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]string, 0, len(r.bySec))
@@ -171,7 +171,7 @@ func (r *Registry) Names() []string {
 // is keyed by the token's hash, so the lookup reveals nothing about the token, and the hash is then
 // compared in constant time. A revoked device is returned too (the caller refuses it and counts the
 // reason).
-func (r *Registry) ByToken(token string) (*Device, bool) {
+func (r *Cache) ByToken(token string) (*Device, bool) {
 	h := HashToken(token)
 	r.mu.RLock()
 	d, ok := r.byHash[h]
@@ -184,7 +184,7 @@ func (r *Registry) ByToken(token string) (*Device, bool) {
 
 // ByName finds a device by name: how a signed request's Credential is looked up. The caller checks the
 // signature against the device's keys.
-func (r *Registry) ByName(name string) (*Device, bool) {
+func (r *Cache) ByName(name string) (*Device, bool) {
 	r.mu.RLock()
 	d, ok := r.byName[name]
 	r.mu.RUnlock()
@@ -192,14 +192,14 @@ func (r *Registry) ByName(name string) (*Device, bool) {
 }
 
 // ByAddr finds the ip-mode device registered at addr. An address claimed by two devices matches none.
-func (r *Registry) ByAddr(addr netip.Addr) (*Device, bool) {
+func (r *Cache) ByAddr(addr netip.Addr) (*Device, bool) {
 	r.mu.RLock()
 	d, ok := r.byAddr[addr.Unmap()]
 	r.mu.RUnlock()
 	return d, ok
 }
 
-func (r *Registry) upsert(obj any) {
+func (r *Cache) upsert(obj any) {
 	s, ok := obj.(*corev1.Secret)
 	if !ok {
 		return
@@ -226,7 +226,7 @@ func (r *Registry) upsert(obj any) {
 	}
 }
 
-func (r *Registry) remove(obj any) {
+func (r *Cache) remove(obj any) {
 	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = t.Obj
 	}
@@ -235,7 +235,7 @@ func (r *Registry) remove(obj any) {
 	}
 }
 
-func (r *Registry) removeByKey(secret string) {
+func (r *Cache) removeByKey(secret string) {
 	r.mu.Lock()
 	old := r.bySec[secret]
 	r.unindex(old)
@@ -247,7 +247,7 @@ func (r *Registry) removeByKey(secret string) {
 }
 
 // index and unindex keep the lookup maps in step; callers hold mu.
-func (r *Registry) index(d *Device) {
+func (r *Cache) index(d *Device) {
 	r.byName[d.Name] = d
 	switch d.Auth {
 	case AuthToken:
@@ -271,7 +271,7 @@ func (r *Registry) index(d *Device) {
 	}
 }
 
-func (r *Registry) unindex(d *Device) {
+func (r *Cache) unindex(d *Device) {
 	if d == nil {
 		return
 	}

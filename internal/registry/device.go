@@ -5,7 +5,7 @@
 // key, which the gateway must know to check signatures), the source addresses it may use, and when it
 // was created or revoked. An enrolled device's record also holds its hardware id and, while it waits for
 // an operator's approval, the enrollment request.
-package devices
+package registry
 
 import (
 	"crypto/rand"

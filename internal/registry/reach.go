@@ -1,4 +1,4 @@
-package devices
+package registry
 
 import (
 	"context"
@@ -22,7 +22,7 @@ const (
 // at klog verbosity 2) and with a backoff growing to 30 s and more, so a gateway started during an API
 // server outage would stay unready for that long after the API server is back. It returns false if ctx
 // ends first.
-func (r *Registry) waitListable(ctx context.Context) bool {
+func (r *Cache) waitListable(ctx context.Context) bool {
 	opts := metav1.ListOptions{
 		Limit:         1,
 		LabelSelector: labels.SelectorFromSet(labels.Set{LabelKind: KindDevice}).String(),
