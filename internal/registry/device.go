@@ -137,6 +137,15 @@ var deviceGroups = []string{"system:nodes", "picogate:devices"}
 // DeviceGroups returns the impersonated groups.
 func DeviceGroups() []string { return append([]string(nil), deviceGroups...) }
 
+// NodeMarkerLabel marks a Node that picogate created for a device: the gateway sets it on every Node
+// create it forwards for a device. Device names live in the same namespace as real nodes, so every step
+// that could touch a real node checks it first: enrollment refuses a name whose Node lacks it, a device
+// whose Node lacks it is refused, and deregistration deletes only a Node that carries it.
+const NodeMarkerLabel = "picogate.io/device"
+
+// IsDeviceNode reports whether a Node with these labels was created by picogate for a device.
+func IsDeviceNode(labels map[string]string) bool { return labels[NodeMarkerLabel] == "true" }
+
 // IsRevoked reports whether the device's credential has been revoked.
 func (d *Device) IsRevoked() bool { return !d.Revoked.IsZero() }
 
