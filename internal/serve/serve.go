@@ -102,10 +102,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	var enrollSvc *enroll.Service
 	if cfg.Enrollment {
-		if enrollSvc, gc.Local, err = enrollment(up.REST, up.Client, reg, cfg.Namespace, gc.RequireHMAC, log); err != nil {
+		feat, err := enroll.NewFeature(enroll.FeatureConfig{REST: up.REST, Client: up.Client, Registry: reg, Namespace: cfg.Namespace, RequireHMAC: gc.RequireHMAC, Logger: log})
+		if err != nil {
 			return err
 		}
-		gc.OnNextCredential = enrollSvc.Promote
+		enrollSvc, gc.Local, gc.OnNextCredential = feat.Service, feat.Routes, feat.Service.Promote
 	}
 	gw, err = gateway.New(gc)
 	if err != nil {

@@ -1,4 +1,4 @@
-package serve
+package enroll
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/picogate/picogate/internal/enroll"
 	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/registry"
 )
@@ -23,28 +22,54 @@ import (
 // "delete nodes"; NodeRestriction admission then refuses a node deleting any Node but its own.
 const DeregisterGroup = "picogate:deregistering"
 
-// enrollment builds the --enrollment feature: its background service and its endpoints.
-func enrollment(rc *rest.Config, client kubernetes.Interface, reg *registry.Cache, ns string, requireHMAC bool, log *slog.Logger) (*enroll.Service, []gateway.LocalRoute, error) {
-	store := registry.NewStore(client, ns)
-	tokens := enroll.NewTokens(client, ns)
-	en, err := enroll.New(enroll.Config{Store: store, Tokens: tokens, Registry: reg, DeleteNode: deleteNodeAsDevice(rc), RequireHMAC: requireHMAC, Logger: log})
-	if err != nil {
-		return nil, nil, err
+// FeatureConfig is what `picogate serve --enrollment` hands the enrollment feature.
+type FeatureConfig struct {
+	// REST and Client are the gateway's own connection to the API server. Required.
+	REST   *rest.Config
+	Client kubernetes.Interface
+	// Registry is the gateway's view of the device records (see Config.Registry). Required.
+	Registry interface {
+		ByName(name string) (*registry.Device, bool)
 	}
-	h, err := enroll.NewHandlers(enroll.HandlersConfig{Enroller: en, DeviceFrom: gateway.DeviceFrom, Note: gateway.NoteReason, Logger: log})
-	if err != nil {
-		return nil, nil, err
+	// Namespace holds device records and tokens. Default picogate-system.
+	Namespace string
+	// RequireHMAC: see Config.RequireHMAC.
+	RequireHMAC bool
+	Logger      *slog.Logger
+}
+
+// Feature is enrollment, built: the background Service to run and the gateway's local routes.
+type Feature struct {
+	Service *Service
+	Routes  []gateway.LocalRoute
+}
+
+// NewFeature builds the --enrollment feature: its background service and its endpoints.
+func NewFeature(cfg FeatureConfig) (*Feature, error) {
+	if cfg.REST == nil || cfg.Client == nil || cfg.Registry == nil {
+		return nil, errors.New("enrollment: the gateway's API server connection and registry are required")
 	}
-	svc, err := enroll.NewService(enroll.ServiceConfig{Tokens: tokens, Store: store, Logger: log})
+	log := cfg.Logger
+	store := registry.NewStore(cfg.Client, cfg.Namespace)
+	tokens := NewTokens(cfg.Client, cfg.Namespace)
+	en, err := New(Config{Store: store, Tokens: tokens, Registry: cfg.Registry, DeleteNode: deleteNodeAsDevice(cfg.REST), RequireHMAC: cfg.RequireHMAC, Logger: log})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	h, err := NewHandlers(HandlersConfig{Enroller: en, DeviceFrom: gateway.DeviceFrom, Note: gateway.NoteReason, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	svc, err := NewService(ServiceConfig{Tokens: tokens, Store: store, Logger: log})
+	if err != nil {
+		return nil, err
 	}
 	p := gateway.LocalPrefix
-	return svc, []gateway.LocalRoute{
+	return &Feature{Service: svc, Routes: []gateway.LocalRoute{
 		{Method: http.MethodPost, Path: p + "enroll", Name: "enroll", Handler: http.HandlerFunc(h.Enroll)},
 		{Method: http.MethodPost, Path: p + "rotate", Name: "rotate", Device: true, Handler: http.HandlerFunc(h.Rotate)},
 		{Method: http.MethodPost, Path: p + "deregister", Name: "deregister", Device: true, Handler: http.HandlerFunc(h.Deregister)},
-	}, nil
+	}}, nil
 }
 
 // deleteNodeAsDevice deletes a device's Lease and Node impersonating the device itself, so the API
