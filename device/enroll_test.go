@@ -28,12 +28,12 @@ type fakeGateway struct {
 	priv *ecdh.PrivateKey
 	skew time.Duration // the gateway's clock minus the real one
 
-	mu       sync.Mutex
-	keys     map[string][]byte // device → current key
-	pending  int               // 202s to answer before the credential
-	busy     int               // 503s to answer first
-	seenE    map[string]bool   // ephemeral keys received on enroll
-	tamper   func(answer map[string]any)
+	mu      sync.Mutex
+	keys    map[string][]byte // device → current key
+	pending int               // 202s to answer before the credential
+	busy    int               // 503s to answer first
+	seenE   map[string]bool   // ephemeral keys received on enroll
+	tamper  func(answer map[string]any)
 }
 
 func newFakeGateway(t *testing.T, s []byte) (*fakeGateway, *httptest.Server) {
