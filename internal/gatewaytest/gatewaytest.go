@@ -1,10 +1,13 @@
-// Package gatewaytest runs the real picogate binary for integration tests: `picogate serve` on free
-// loopback ports against a real control plane, with its log captured and shown when a test fails.
+// Package gatewaytest runs the real picogate binary, built from the module's source, for integration
+// tests: `picogate serve` on free loopback ports against a real control plane, with its log captured and
+// shown when a test fails.
 package gatewaytest
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -29,6 +32,8 @@ type Options struct {
 	Listen, AdminListen string
 	// NoWaitReady returns as soon as the device port accepts connections, without waiting for /readyz.
 	NoWaitReady bool
+	// Env is added to the test's environment for the process ("GOGC=50").
+	Env []string
 }
 
 // Gateway is a running picogate process.
@@ -45,28 +50,101 @@ type Gateway struct {
 	stopOnce sync.Once
 }
 
-// Binary returns the path of a picogate binary built by `make build`: $PICOGATE_BIN/picogate, else
-// bin/picogate beside go.mod.
+// Binary returns the path of the named command (picogate, picosim, ...) built from this module's
+// source, so a test never runs a binary older than the code it checks. The build goes to a cache folder
+// shared by every test process of the module (under a file lock), where `go build` only relinks when a
+// source changed: the first package pays one link, the others a check of about 0.3s. PICOGATE_BIN is
+// not consulted: it names the control plane's binaries, which this module does not build.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
-	dir := os.Getenv("PICOGATE_BIN")
-	if dir == "" {
-		wd, _ := os.Getwd()
-		for d := wd; ; d = filepath.Dir(d) {
-			if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil && !strings.Contains(d, "/tools/") {
-				dir = filepath.Join(d, "bin")
-				break
-			}
-			if filepath.Dir(d) == d {
-				t.Fatalf("no go.mod above %s", wd)
-			}
+	b := builds.get(name)
+	b.once.Do(func() { b.path, b.err = buildShared(name) })
+	if b.err != nil {
+		t.Fatalf("building %s for the test: %v", name, b.err)
+	}
+	return b.path
+}
+
+// builds remembers each command's build for the life of the test process.
+var builds = buildCache{m: map[string]*builtBinary{}}
+
+type buildCache struct {
+	mu sync.Mutex
+	m  map[string]*builtBinary
+}
+
+type builtBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func (c *buildCache) get(name string) *builtBinary {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.m[name]
+	if b == nil {
+		b = &builtBinary{}
+		c.m[name] = b
+	}
+	return b
+}
+
+// buildShared builds name into a cache folder named after the module root. The lock keeps test packages
+// running side by side from writing the same file at once; go build replaces the file by unlinking it,
+// so a binary still running is not disturbed.
+func buildShared(name string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	sum := sha256.Sum256([]byte(root))
+	dir := filepath.Join(base, "picogate-test", hex.EncodeToString(sum[:8]))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("locking %s: %w", dir, err)
+	}
+	return build(root, dir, name)
+}
+
+// build runs `go build -trimpath -o DIR/name ./cmd/name` in the module root. go build decides from the
+// build ID inside an existing DIR/name whether it is current, never from its time stamp.
+func build(root, dir, name string) (string, error) {
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/"+name)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/%s: %w\n%s", name, err, b)
+	}
+	return out, nil
+}
+
+// ModuleRoot is the folder of this module's go.mod, found upwards from the working directory (a test
+// runs in its package's folder).
+func ModuleRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil && !strings.Contains(d, "/tools/") {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.mod above %s", wd)
 		}
 	}
-	p := filepath.Join(dir, name)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%s not found in %s: run `make build` (or `make test`, which builds it)", name, dir)
-	}
-	return p
 }
 
 // FreeAddr returns a free 127.0.0.1 port.
@@ -117,6 +195,9 @@ func (g *Gateway) Start() error {
 	g.cmd = exec.Command(Binary(g.t, "picogate"), args...)
 	g.cmd.Stdout, g.cmd.Stderr = (*lockedWriter)(g), (*lockedWriter)(g)
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if len(g.opts.Env) > 0 {
+		g.cmd.Env = append(os.Environ(), g.opts.Env...)
+	}
 	g.done = make(chan struct{})
 	g.stopOnce = sync.Once{}
 	if err := g.cmd.Start(); err != nil {
@@ -176,6 +257,9 @@ func (g *Gateway) Wait(timeout time.Duration) error {
 		return errors.New("picogate did not exit in time")
 	}
 }
+
+// Exited is closed when the process has exited (Wait then returns at once).
+func (g *Gateway) Exited() <-chan struct{} { return g.done }
 
 // Stop sends SIGTERM and waits; it kills the process if it does not exit within 30s.
 func (g *Gateway) Stop() {
