@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime/debug"
+	"runtime/metrics"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -66,6 +67,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.MemoryLimit < 0 {
+		return fmt.Errorf("--memory-limit %d: want a number of bytes, 0 for the default", cfg.MemoryLimit)
+	}
+	tuneGC(cfg.GCPercent, cfg.MemoryLimit)
 	if cfg.Upstream.Logger == nil {
 		cfg.Upstream.Logger = log
 	}
@@ -156,7 +161,7 @@ func Run(ctx context.Context, cfg Config) error {
 func logStart(log *slog.Logger, cfg Config, up *upstream.Upstream, devLn, adminLn net.Listener) {
 	log.Info("picogate serving devices", "listen", devLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"upstream", up.URL.String(), "kubeconfig", up.Source, "namespace", cfg.Namespace, "compact", cfg.Gateway.Compact,
-		"http2", cfg.Upstream.HTTP2)
+		"http2", cfg.Upstream.HTTP2, "gogc", gcSetting("/gc/gogc:percent"), "gomemlimit", gcSetting("/gc/gomemlimit:bytes"))
 	if cfg.Enrollment {
 		log.Info("--enrollment: devices may enroll with a token, rotate and deregister; the gateway writes device records", "require_hmac", cfg.Gateway.RequireHMAC)
 	}
@@ -204,7 +209,8 @@ func ParseCIDRs(values []string) ([]netip.Prefix, error) {
 	return out, errors.Join(errs...)
 }
 
-// tuneGC applies the collector settings unless the environment already chose them.
+// tuneGC applies the collector settings unless the environment already chose them. It changes the
+// whole process, which is what `picogate serve` is.
 func tuneGC(percent int, limit int64) {
 	if os.Getenv("GOGC") == "" {
 		if percent == 0 {
@@ -218,4 +224,14 @@ func tuneGC(percent int, limit int64) {
 		}
 		debug.SetMemoryLimit(limit)
 	}
+}
+
+// gcSetting reads one of the runtime's collector settings back, as the start-up line reports it.
+func gcSetting(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
