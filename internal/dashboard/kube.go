@@ -1,0 +1,343 @@
+package dashboard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	authzv1 "k8s.io/api/authorization/v1"
+	coordv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/picogate/picogate/internal/registry"
+)
+
+// NodeCondition is one condition of a device's Node, as the device page shows it.
+type NodeCondition struct {
+	Type       string `json:"type"`
+	Status     string `json:"status"`
+	Reason     string `json:"reason,omitempty"`
+	Message    string `json:"message,omitempty"`
+	Heartbeat  int64  `json:"heartbeat,omitempty"`  // unix milliseconds
+	Transition int64  `json:"transition,omitempty"` // unix milliseconds
+}
+
+// nodeInfo is what the dashboard keeps of a device's Node.
+type nodeInfo struct {
+	ready      string // True, False, Unknown
+	conditions []NodeCondition
+	firmware   string // status.nodeInfo.kubeletVersion: the firmware's version
+	board      string // label picogate.io/board
+	address    string // InternalIP
+}
+
+// Pod phases, in the order the page shows their counts.
+var podPhases = [...]corev1.PodPhase{corev1.PodPending, corev1.PodRunning, corev1.PodSucceeded, corev1.PodFailed, corev1.PodUnknown}
+
+// PodInfo is one pod bound to a device.
+type PodInfo struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Phase     string `json:"phase"`
+}
+
+// kubeView is the Kubernetes side of the dashboard: device Nodes (by the label picogate puts on them),
+// their Leases, and the pods bound to them, each kept by an informer whose objects are trimmed to what
+// the page shows. A device Node is small once trimmed (its conditions); the pod informer holds every
+// bound pod of the cluster, trimmed to name, node and phase (about 200 bytes each).
+type kubeView struct {
+	client kubernetes.Interface
+	log    *slog.Logger
+
+	mu     sync.RWMutex
+	status string // "" when the view is live; else why not, for the page
+	nodes  map[string]*nodeInfo
+	leases map[string]int64                      // node name → renewTime, unix milliseconds
+	pods   map[string]map[string]corev1.PodPhase // node name → "namespace/name" → phase
+	synced []cache.InformerSynced
+}
+
+func newKubeView(client kubernetes.Interface, log *slog.Logger) *kubeView {
+	k := &kubeView{client: client, log: log, nodes: map[string]*nodeInfo{}, leases: map[string]int64{}, pods: map[string]map[string]corev1.PodPhase{}}
+	if client == nil {
+		k.status = "no Kubernetes client: the Kubernetes view is off"
+	} else {
+		k.status = "starting"
+	}
+	return k
+}
+
+// accessNeeded is what the view lists and watches; the gateway's credential needs these rights
+// (deploy/rbac.yaml grants them).
+var accessNeeded = []authzv1.ResourceAttributes{
+	{Verb: "list", Resource: "nodes"},
+	{Verb: "watch", Resource: "nodes"},
+	{Verb: "list", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"},
+	{Verb: "watch", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"},
+	{Verb: "list", Resource: "pods"},
+	{Verb: "watch", Resource: "pods"},
+}
+
+// run checks the credential's rights first (so a gateway without them shows why on the page instead of
+// logging a refused watch every second), retrying every minute, then runs the informers until ctx ends.
+func (k *kubeView) run(ctx context.Context) {
+	if k.client == nil {
+		return
+	}
+	for {
+		err := k.checkAccess(ctx)
+		if err == nil {
+			break
+		}
+		k.setStatus("Kubernetes view unavailable: " + err.Error())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Minute):
+		}
+	}
+	k.setStatus("syncing")
+	informers := []cache.SharedIndexInformer{k.nodeInformer(), k.leaseInformer(), k.podInformer()}
+	var wg sync.WaitGroup
+	for _, inf := range informers {
+		k.synced = append(k.synced, inf.HasSynced)
+		wg.Go(func() { inf.RunWithContext(ctx) })
+	}
+	if cache.WaitForCacheSync(ctx.Done(), k.synced...) {
+		k.setStatus("")
+	}
+	wg.Wait()
+}
+
+func (k *kubeView) setStatus(s string) {
+	k.mu.Lock()
+	k.status = s
+	k.mu.Unlock()
+}
+
+func (k *kubeView) checkAccess(ctx context.Context) error {
+	var errs []error
+	for _, ra := range accessNeeded {
+		rev, err := k.client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authzv1.SelfSubjectAccessReview{
+			Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &ra}}, metav1.CreateOptions{})
+		switch {
+		case err != nil:
+			return fmt.Errorf("checking the gateway's rights: %w", err)
+		case !rev.Status.Allowed:
+			what := ra.Resource
+			if ra.Namespace != "" {
+				what += " in " + ra.Namespace
+			}
+			errs = append(errs, fmt.Errorf("%s %s", ra.Verb, what))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("the gateway's credential may not %w (apply deploy/rbac.yaml)", errors.Join(errs...))
+	}
+	return nil
+}
+
+func listWatch[L runtime.Object](list func(context.Context, metav1.ListOptions) (L, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), opts func(*metav1.ListOptions)) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			opts(&o)
+			return list(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			opts(&o)
+			return watchFn(ctx, o)
+		},
+	}
+}
+
+func (k *kubeView) nodeInformer() cache.SharedIndexInformer {
+	nodes := k.client.CoreV1().Nodes()
+	sel := labels.SelectorFromSet(labels.Set{registry.NodeMarkerLabel: "true"}).String()
+	inf := cache.NewSharedIndexInformer(listWatch(nodes.List, nodes.Watch, func(o *metav1.ListOptions) { o.LabelSelector = sel }), &corev1.Node{}, 0, cache.Indexers{})
+	_ = inf.SetTransform(func(obj any) (any, error) {
+		if n, ok := obj.(*corev1.Node); ok {
+			n.ManagedFields, n.Annotations = nil, nil
+			n.Status.Images, n.Status.Capacity, n.Status.Allocatable = nil, nil, nil
+		}
+		return obj, nil
+	})
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    k.upsertNode,
+		UpdateFunc: func(_, obj any) { k.upsertNode(obj) },
+		DeleteFunc: func(obj any) {
+			if n, ok := unwrap(obj).(*corev1.Node); ok {
+				k.mu.Lock()
+				delete(k.nodes, n.Name)
+				k.mu.Unlock()
+			}
+		},
+	})
+	return inf
+}
+
+func (k *kubeView) upsertNode(obj any) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return
+	}
+	ni := &nodeInfo{firmware: n.Status.NodeInfo.KubeletVersion, board: n.Labels["picogate.io/board"]}
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			ni.address = a.Address
+		}
+	}
+	for _, c := range n.Status.Conditions {
+		ni.conditions = append(ni.conditions, NodeCondition{Type: string(c.Type), Status: string(c.Status), Reason: c.Reason,
+			Message: c.Message, Heartbeat: c.LastHeartbeatTime.UnixMilli(), Transition: c.LastTransitionTime.UnixMilli()})
+		if c.Type == corev1.NodeReady {
+			ni.ready = string(c.Status)
+		}
+	}
+	if ni.ready == "" {
+		ni.ready = string(corev1.ConditionUnknown)
+	}
+	k.mu.Lock()
+	k.nodes[n.Name] = ni
+	k.mu.Unlock()
+}
+
+func (k *kubeView) leaseInformer() cache.SharedIndexInformer {
+	leases := k.client.CoordinationV1().Leases("kube-node-lease")
+	inf := cache.NewSharedIndexInformer(listWatch(leases.List, leases.Watch, func(*metav1.ListOptions) {}), &coordv1.Lease{}, 0, cache.Indexers{})
+	_ = inf.SetTransform(func(obj any) (any, error) {
+		if l, ok := obj.(*coordv1.Lease); ok {
+			l.ManagedFields, l.Annotations, l.Labels, l.OwnerReferences = nil, nil, nil, nil
+		}
+		return obj, nil
+	})
+	set := func(obj any) {
+		l, ok := obj.(*coordv1.Lease)
+		if !ok || l.Spec.RenewTime == nil {
+			return
+		}
+		k.mu.Lock()
+		k.leases[l.Name] = l.Spec.RenewTime.UnixMilli()
+		k.mu.Unlock()
+	}
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    set,
+		UpdateFunc: func(_, obj any) { set(obj) },
+		DeleteFunc: func(obj any) {
+			if l, ok := unwrap(obj).(*coordv1.Lease); ok {
+				k.mu.Lock()
+				delete(k.leases, l.Name)
+				k.mu.Unlock()
+			}
+		},
+	})
+	return inf
+}
+
+func (k *kubeView) podInformer() cache.SharedIndexInformer {
+	pods := k.client.CoreV1().Pods("")
+	sel := fields.OneTermNotEqualSelector("spec.nodeName", "").String()
+	inf := cache.NewSharedIndexInformer(listWatch(pods.List, pods.Watch, func(o *metav1.ListOptions) { o.FieldSelector = sel }), &corev1.Pod{}, 0, cache.Indexers{})
+	_ = inf.SetTransform(func(obj any) (any, error) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			return obj, nil
+		}
+		// Keep what the page shows and what the informer needs (name, namespace, resourceVersion).
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, ResourceVersion: p.ResourceVersion, UID: p.UID},
+			Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName},
+			Status:     corev1.PodStatus{Phase: p.Status.Phase},
+		}, nil
+	})
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    k.upsertPod,
+		UpdateFunc: func(_, obj any) { k.upsertPod(obj) },
+		DeleteFunc: func(obj any) {
+			if p, ok := unwrap(obj).(*corev1.Pod); ok {
+				k.mu.Lock()
+				if m := k.pods[p.Spec.NodeName]; m != nil {
+					delete(m, p.Namespace+"/"+p.Name)
+					if len(m) == 0 {
+						delete(k.pods, p.Spec.NodeName)
+					}
+				}
+				k.mu.Unlock()
+			}
+		},
+	})
+	return inf
+}
+
+func (k *kubeView) upsertPod(obj any) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	k.mu.Lock()
+	m := k.pods[p.Spec.NodeName]
+	if m == nil {
+		m = map[string]corev1.PodPhase{}
+		k.pods[p.Spec.NodeName] = m
+	}
+	m[p.Namespace+"/"+p.Name] = p.Status.Phase
+	k.mu.Unlock()
+}
+
+func unwrap(obj any) any {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		return t.Obj
+	}
+	return obj
+}
+
+// kubeRow is one device's Kubernetes side, as the fleet table needs it.
+type kubeRow struct {
+	ready      string
+	leaseRenew int64
+	pods       [len(podPhases)]uint16
+	firmware   string
+	board      string
+}
+
+// row reads one device's Kubernetes side; callers hold k.mu for reading.
+func (k *kubeView) row(name string) kubeRow {
+	var r kubeRow
+	if n := k.nodes[name]; n != nil {
+		r.ready, r.firmware, r.board = n.ready, n.firmware, n.board
+	}
+	r.leaseRenew = k.leases[name]
+	for _, ph := range k.pods[name] {
+		for i, p := range podPhases {
+			if ph == p || (i == len(podPhases)-1 && ph == "") {
+				r.pods[i]++
+				break
+			}
+		}
+	}
+	return r
+}
+
+// readyCount is the number of device Nodes Ready, and of device Nodes; -1, -1 when the view is not live.
+func (k *kubeView) readyCount() (ready, nodes int) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.status != "" {
+		return -1, -1
+	}
+	for _, n := range k.nodes {
+		if n.ready == string(corev1.ConditionTrue) {
+			ready++
+		}
+	}
+	return ready, len(k.nodes)
+}

@@ -1,0 +1,302 @@
+package dashboard
+
+import (
+	"hash/maphash"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// Fixed text sizes: a device's strings are copied into its own fixed arrays, never retained, so a
+// hostile request line or user agent cannot make a ring hold more than these bounds. Longer values
+// are cut at a character boundary and shown with "…".
+const (
+	pathBytes   = 96  // "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/" + a 30-character name fits
+	reasonBytes = 120 // the gateway's refusal reasons are one short sentence
+	uaBytes     = 120
+)
+
+// pathText, reasonText and uaText are bounded copies of a string.
+type (
+	pathText struct {
+		n   uint8
+		cut bool
+		b   [pathBytes]byte
+	}
+	reasonText struct {
+		n   uint8
+		cut bool
+		b   [reasonBytes]byte
+	}
+	uaText struct {
+		n   uint8
+		cut bool
+		b   [uaBytes]byte
+	}
+)
+
+// methods are stored as an index; anything else is "OTHER".
+var methods = [...]string{"OTHER", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+
+func methodIndex(m string) uint8 {
+	for i := 1; i < len(methods); i++ {
+		if methods[i] == m {
+			return uint8(i)
+		}
+	}
+	return 0
+}
+
+// tokenPrefix starts every picogate device token. A device could put its own token in a path or its
+// user agent; the dashboard shows "pgt_…" instead, so no token reaches the page.
+const tokenPrefix = "pgt_"
+
+// redact cuts what follows each token prefix in s. It allocates only when s holds one.
+func redact(s string) string {
+	if !strings.Contains(s, tokenPrefix) {
+		return s
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(s, tokenPrefix)
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i+len(tokenPrefix)])
+		b.WriteString("…")
+		s = s[i+len(tokenPrefix):]
+		j := 0
+		for j < len(s) && (s[j] >= 'a' && s[j] <= 'z' || s[j] >= 'A' && s[j] <= 'Z' || s[j] >= '0' && s[j] <= '9' || s[j] == '_' || s[j] == '-') {
+			j++
+		}
+		s = s[j:]
+	}
+}
+
+// setText copies s into dst (at most len(dst) bytes, cut at a UTF-8 boundary) and returns its length
+// and whether it was cut. Invalid UTF-8 is kept as bytes; encoding/json replaces it when sent.
+func setText(dst []byte, s string) (uint8, bool) {
+	s = redact(s)
+	if len(s) <= len(dst) {
+		return uint8(copy(dst, s)), false
+	}
+	n := len(dst)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return uint8(copy(dst, s[:n])), true
+}
+
+func getText(b []byte, n uint8, cut bool) string {
+	if cut {
+		return string(b[:n]) + "…"
+	}
+	return string(b[:n])
+}
+
+// entry is one request in a device's ring: fixed size, no pointers to request memory.
+type entry struct {
+	at     int64 // unix nanoseconds
+	dur    time.Duration
+	rule   string // a policy rule or a gateway check: from a fixed set, never built per request
+	status int16
+	class  Class
+	method uint8
+	watch  bool
+	path   pathText
+}
+
+// refusalEntry is one refused request, with why.
+type refusalEntry struct {
+	entry
+	reason reasonText
+}
+
+// rateSlots × rateSlotSeconds is the window of a device's request rate.
+const (
+	rateSlots       = 6
+	rateSlotSeconds = 10
+)
+
+// deviceStats is what the dashboard keeps of one device. Each device has its own lock, so devices never
+// contend with each other; the rings are allocated once, at their fixed size.
+type deviceStats struct {
+	mu      sync.Mutex
+	version uint64 // bumped on every change
+
+	requests []entry
+	reqNext  int
+	refusals []refusalEntry
+	refNext  int
+
+	total       uint64
+	byClass     [numClasses]uint64
+	rateLimited uint64
+	lastSeen    int64 // unix nanoseconds
+	lastClient  netip.Addr
+	lastAuth    string
+	ua          uaText
+
+	rate      [rateSlots]uint32
+	rateEpoch [rateSlots]int64
+}
+
+func newDeviceStats(requests, refusals int) *deviceStats {
+	return &deviceStats{requests: make([]entry, 0, requests), refusals: make([]refusalEntry, 0, refusals)}
+}
+
+// deviceBytes is the memory of one device's state with the given ring sizes, allocated on its first
+// request and never grown.
+func deviceBytes(requests, refusals int) int {
+	return int(unsafe.Sizeof(deviceStats{})) + requests*int(unsafe.Sizeof(entry{})) + refusals*int(unsafe.Sizeof(refusalEntry{}))
+}
+
+func (s *deviceStats) record(ev *Event, class Class) {
+	at := ev.Start.UnixNano()
+	e := entry{at: at, dur: ev.Duration, rule: ev.Rule, status: int16(min(ev.Status, 999)), class: class, method: methodIndex(ev.Method), watch: ev.Watch}
+	e.path.n, e.path.cut = setText(e.path.b[:], ev.Path)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.version++
+	if len(s.requests) < cap(s.requests) {
+		s.requests = append(s.requests, e)
+	} else if cap(s.requests) > 0 {
+		s.requests[s.reqNext] = e
+		s.reqNext = (s.reqNext + 1) % cap(s.requests)
+	}
+	if class.Refused() {
+		var r *refusalEntry
+		if len(s.refusals) < cap(s.refusals) {
+			s.refusals = s.refusals[:len(s.refusals)+1]
+			r = &s.refusals[len(s.refusals)-1]
+		} else if cap(s.refusals) > 0 {
+			r = &s.refusals[s.refNext]
+			s.refNext = (s.refNext + 1) % cap(s.refusals)
+		}
+		if r != nil {
+			r.entry = e
+			r.reason.n, r.reason.cut = setText(r.reason.b[:], ev.Reason)
+		}
+	}
+	s.total++
+	s.byClass[class]++
+	if class == ClassRateLimit {
+		s.rateLimited++
+	}
+	if at > s.lastSeen {
+		s.lastSeen = at
+	}
+	s.lastClient = ev.Client
+	s.lastAuth = authName(ev.Auth)
+	if ev.UserAgent != string(s.ua.b[:s.ua.n]) || s.ua.cut {
+		s.ua.n, s.ua.cut = setText(s.ua.b[:], ev.UserAgent)
+	}
+	sec := at / int64(time.Second)
+	epoch := sec / rateSlotSeconds
+	slot := int(epoch % rateSlots)
+	if s.rateEpoch[slot] != epoch {
+		s.rateEpoch[slot], s.rate[slot] = epoch, 0
+	}
+	s.rate[slot]++
+}
+
+// authName maps the gateway's auth modes onto constants, so a device's state never retains a string
+// built for one request.
+func authName(a string) string {
+	for _, k := range [...]string{"token", "ip", "hmac", "shared"} {
+		if a == k {
+			return k
+		}
+	}
+	return ""
+}
+
+// perMinute is the number of requests in the last full minute before now (the current, partial 10-second
+// slot is left out, so the figure does not sag at the start of each slot).
+func (s *deviceStats) perMinute(now time.Time) uint32 {
+	cur := now.Unix() / rateSlotSeconds
+	var n uint32
+	for i := range rateSlots {
+		if e := s.rateEpoch[i]; e < cur && e >= cur-rateSlots {
+			n += s.rate[i]
+		}
+	}
+	return n
+}
+
+// statsMap is the devices' states, sharded so concurrent requests of different devices rarely share a
+// lock; lookups by string allocate nothing.
+type statsMap struct {
+	seed   maphash.Seed
+	shards [64]struct {
+		mu sync.RWMutex
+		m  map[string]*deviceStats
+		_  [40]byte // keep shards on separate cache lines
+	}
+}
+
+func newStatsMap() *statsMap {
+	sm := &statsMap{seed: maphash.MakeSeed()}
+	for i := range sm.shards {
+		sm.shards[i].m = map[string]*deviceStats{}
+	}
+	return sm
+}
+
+func (sm *statsMap) shard(name string) int {
+	return int(maphash.String(sm.seed, name) % uint64(len(sm.shards)))
+}
+
+func (sm *statsMap) get(name string) *deviceStats {
+	sh := &sm.shards[sm.shard(name)]
+	sh.mu.RLock()
+	s := sh.m[name]
+	sh.mu.RUnlock()
+	return s
+}
+
+// getOrCreate returns name's state, creating it with the given ring sizes.
+func (sm *statsMap) getOrCreate(name string, requests, refusals int) *deviceStats {
+	if s := sm.get(name); s != nil {
+		return s
+	}
+	sh := &sm.shards[sm.shard(name)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if s := sh.m[name]; s != nil {
+		return s
+	}
+	s := newDeviceStats(requests, refusals)
+	sh.m[name] = s
+	return s
+}
+
+// retain drops every state whose name keep rejects (devices removed from the registry).
+func (sm *statsMap) retain(keep func(string) bool) {
+	for i := range sm.shards {
+		sh := &sm.shards[i]
+		sh.mu.Lock()
+		for name := range sh.m {
+			if !keep(name) {
+				delete(sh.m, name)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+func (sm *statsMap) len() int {
+	n := 0
+	for i := range sm.shards {
+		sh := &sm.shards[i]
+		sh.mu.RLock()
+		n += len(sh.m)
+		sh.mu.RUnlock()
+	}
+	return n
+}
