@@ -31,9 +31,6 @@ type CacheConfig struct {
 	Namespace string
 	// Logger; default discards.
 	Logger *slog.Logger
-	// OnChange, if set, is called after a device's credential changes (revoked, rotated) or its record is
-	// removed, with whether it is still registered, so the gateway can end that device's open watches.
-	OnChange func(name string, registered bool)
 }
 
 // DefaultNamespace is where device records live unless --namespace says otherwise.
@@ -54,6 +51,9 @@ type Cache struct {
 	dupAddr map[netip.Addr]int // ip-mode addresses claimed by more than one device: refused
 
 	watchErr atomic.Pointer[watchError]
+
+	subMu sync.Mutex
+	subs  []func(name string, registered bool) // appended to a clipped slice: a copy read is stable
 }
 
 type watchError struct {
@@ -86,11 +86,15 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector, o.FieldSelector = sel, typeSel
-			return cfg.Client.CoreV1().Secrets(cfg.Namespace).List(ctx, o)
+			l, err := cfg.Client.CoreV1().Secrets(cfg.Namespace).List(ctx, o)
+			r.reached(err)
+			return l, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector, o.FieldSelector = sel, typeSel
-			return cfg.Client.CoreV1().Secrets(cfg.Namespace).Watch(ctx, o)
+			w, err := cfg.Client.CoreV1().Secrets(cfg.Namespace).Watch(ctx, o)
+			r.reached(err)
+			return w, err
 		},
 	}
 	r.informer = cache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, cache.Indexers{})
@@ -137,8 +141,9 @@ func (r *Cache) Run(ctx context.Context) error {
 // HasSynced reports whether the first full list has been loaded.
 func (r *Cache) HasSynced() bool { return r.informer.HasSynced() }
 
-// WatchError returns the last watch failure and when it happened, if the watch has failed since the
-// last call to ClearWatchError.
+// WatchError returns the last watch failure and when it happened, if the informer has not listed or
+// watched the device records successfully since. Only the informer's own requests set and clear it, so
+// reading it (the readiness probe) changes nothing.
 func (r *Cache) WatchError() (error, time.Time) {
 	if w := r.watchErr.Load(); w != nil {
 		return w.err, w.at
@@ -146,8 +151,30 @@ func (r *Cache) WatchError() (error, time.Time) {
 	return nil, time.Time{}
 }
 
-// ClearWatchError forgets a watch failure once the registry is known to be reachable again.
-func (r *Cache) ClearWatchError() { r.watchErr.Store(nil) }
+// reached forgets a watch failure once one of the informer's list or watch requests succeeds again.
+func (r *Cache) reached(err error) {
+	if err == nil {
+		r.watchErr.Store(nil)
+	}
+}
+
+// Subscribe adds f to the functions called after a device's credential changes (revoked, rotated) or
+// its record is removed, with whether the device is still registered: how the gateway ends that device's
+// open watches. f runs on the informer's goroutine, so it must not block.
+func (r *Cache) Subscribe(f func(name string, registered bool)) {
+	r.subMu.Lock()
+	defer r.subMu.Unlock()
+	r.subs = append(r.subs[:len(r.subs):len(r.subs)], f)
+}
+
+func (r *Cache) notify(name string, registered bool) {
+	r.subMu.Lock()
+	subs := r.subs
+	r.subMu.Unlock()
+	for _, f := range subs {
+		f(name, registered)
+	}
+}
 
 // Len is the number of device records.
 func (r *Cache) Len() int {
@@ -221,8 +248,8 @@ func (r *Cache) upsert(obj any) {
 	r.bySec[s.Name] = d
 	r.index(d)
 	r.mu.Unlock()
-	if old != nil && r.cfg.OnChange != nil && (old.TokenHash != d.TokenHash || !bytes.Equal(old.Key, d.Key) || old.Revoked != d.Revoked || old.Source != d.Source || old.Auth != d.Auth) {
-		r.cfg.OnChange(d.Name, true)
+	if old != nil && (old.TokenHash != d.TokenHash || !bytes.Equal(old.Key, d.Key) || old.Revoked != d.Revoked || old.Source != d.Source || old.Auth != d.Auth) {
+		r.notify(d.Name, true)
 	}
 }
 
@@ -241,8 +268,8 @@ func (r *Cache) removeByKey(secret string) {
 	r.unindex(old)
 	delete(r.bySec, secret)
 	r.mu.Unlock()
-	if old != nil && r.cfg.OnChange != nil {
-		r.cfg.OnChange(old.Name, false)
+	if old != nil {
+		r.notify(old.Name, false)
 	}
 }
 

@@ -1,4 +1,4 @@
-package serve_test
+package serve
 
 import (
 	"bufio"
@@ -11,22 +11,6 @@ import (
 
 	"github.com/picogate/picogate/internal/gatewaytest"
 )
-
-// unreachableKubeconfig names an API server nobody listens on: the gateway starts anyway (not ready),
-// which is all a test of its process settings needs.
-const unreachableKubeconfig = `apiVersion: v1
-kind: Config
-clusters:
-- name: none
-  cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}
-users:
-- name: none
-  user: {token: unused}
-contexts:
-- name: none
-  context: {cluster: none, user: none}
-current-context: none
-`
 
 // TestGCFlagsTakeEffect runs `picogate serve` and reads the collector's settings back from the runtime
 // through /metrics: the flags apply, their defaults apply, and GOGC / GOMEMLIMIT win over them.

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/picogate/picogate/internal/enroll"
 	"github.com/picogate/picogate/internal/gateway"
@@ -32,7 +31,7 @@ type Config struct {
 	Namespace   string // device records, default picogate-system
 
 	Upstream upstream.Config
-	Gateway  gateway.Config // Upstream, Transport, Registry and Policy are filled in here
+	Gateway  gateway.Config // Upstream, Transport, Registry, Local routes and, from PolicyFile, Policy are filled in here
 	Server   gateway.ServerConfig
 
 	PolicyFile string // replaces the default device policy
@@ -49,11 +48,28 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
-// Run serves until ctx ends. An unusable configuration fails at once with every problem listed; an
-// unreachable API server does not: the gateway starts, reports not-ready and keeps retrying, because a
-// gateway that exits would be restarted into the same outage and devices would get connection refused
-// instead of a 503 with Retry-After.
+// Run serves until ctx ends. An unusable configuration fails at once, before anything is served, with
+// every problem found joined in one error: each part that can be built is built, and a part that needs
+// one that failed is not tried (its error would only repeat the cause). An unreachable API server is not
+// such a problem: the gateway starts, reports not-ready and keeps retrying, because a gateway that exits
+// would be restarted into the same outage and devices would get connection refused instead of a 503
+// with Retry-After.
 func Run(ctx context.Context, cfg Config) error {
+	cfg = cfg.withDefaults()
+	p, err := build(cfg)
+	if err != nil {
+		return err
+	}
+	tuneGC(cfg.GCPercent, cfg.MemoryLimit)
+	logStart(cfg.Logger, cfg, p.up, p.devLn, p.adminLn)
+	if err := p.serve(ctx, cfg); err != nil {
+		return err
+	}
+	cfg.Logger.Info("picogate stopped")
+	return nil
+}
+
+func (cfg Config) withDefaults() Config {
 	if cfg.Listen == "" {
 		cfg.Listen = ":6080"
 	}
@@ -63,99 +79,129 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Namespace == "" {
 		cfg.Namespace = registry.DefaultNamespace
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Upstream.Logger == nil {
+		cfg.Upstream.Logger = cfg.Logger
+	}
+	return cfg
+}
+
+// parts are what Run builds before it serves anything.
+type parts struct {
+	up      *upstream.Upstream
+	reg     *registry.Cache
+	gw      *gateway.Gateway
+	prober  *health.Prober
+	devLn   net.Listener
+	adminLn net.Listener
+	// background runs beside the listeners until they have stopped: the registry's informer, the
+	// readiness prober and what the optional features need.
+	background []func(context.Context) error
+}
+
+// build builds every part it can and returns all the problems at once. The registry is subscribed to
+// by the gateway here, once both exist and before either runs.
+func build(cfg Config) (*parts, error) {
 	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	p := &parts{}
+	var errs []error
+	fail := func(err error) bool {
+		if err != nil {
+			errs = append(errs, err)
+		}
+		return err != nil
 	}
 	if cfg.MemoryLimit < 0 {
-		return fmt.Errorf("--memory-limit %d: want a number of bytes, 0 for the default", cfg.MemoryLimit)
-	}
-	tuneGC(cfg.GCPercent, cfg.MemoryLimit)
-	if cfg.Upstream.Logger == nil {
-		cfg.Upstream.Logger = log
-	}
-	up, err := upstream.New(cfg.Upstream)
-	if err != nil {
-		return err
-	}
-	if cfg.PolicyFile != "" {
-		rules, err := policy.Load(cfg.PolicyFile)
-		if err != nil {
-			return err
-		}
-		if cfg.Gateway.Policy, err = policy.New(rules); err != nil {
-			return fmt.Errorf("%s: %w", cfg.PolicyFile, err)
-		}
-	}
-	var gw *gateway.Gateway
-	reg, err := registry.NewCache(registry.CacheConfig{
-		Client: up.Client, Namespace: cfg.Namespace, Logger: log,
-		OnChange: func(name string, registered bool) {
-			if gw != nil {
-				gw.DeviceChanged(name, registered)
-			}
-		},
-	})
-	if err != nil {
-		return err
+		fail(fmt.Errorf("--memory-limit %d: want a number of bytes, 0 for the default", cfg.MemoryLimit))
 	}
 	gc := cfg.Gateway
-	gc.Upstream, gc.Transport, gc.Registry, gc.Logger = up.URL, up.Transport, reg, log
-	gc.RegistryNamespace = cfg.Namespace
+	gc.Logger, gc.RegistryNamespace = log, cfg.Namespace
 	if gc.AccessLogger == nil {
 		gc.AccessLogger = log
 	}
-	var enrollSvc *enroll.Service
-	if cfg.Enrollment {
-		feat, err := enroll.NewFeature(enroll.FeatureConfig{REST: up.REST, Client: up.Client, Registry: reg, Namespace: cfg.Namespace, RequireHMAC: gc.RequireHMAC, Logger: log})
-		if err != nil {
-			return err
+	if cfg.PolicyFile != "" {
+		var err error
+		gc.Policy, err = loadPolicy(cfg.PolicyFile)
+		fail(err)
+	}
+	up, err := upstream.New(cfg.Upstream)
+	if !fail(err) {
+		p.up = up
+		gc.Upstream, gc.Transport = up.URL, up.Transport
+		reg, err := registry.NewCache(registry.CacheConfig{Client: up.Client, Namespace: cfg.Namespace, Logger: log})
+		if !fail(err) {
+			p.reg, gc.Registry = reg, reg
+			p.background = append(p.background, reg.Run)
 		}
-		enrollSvc, gc.Local, gc.OnNextCredential = feat.Service, feat.Routes, feat.Service.Promote
 	}
-	gw, err = gateway.New(gc)
-	if err != nil {
-		return err
+	if p.reg != nil {
+		p.prober, err = health.New(health.Config{Logger: log, Checks: []health.Check{
+			{Name: "upstream", Probe: health.CredentialCheck(p.up.Client.AuthenticationV1().SelfSubjectReviews())},
+			{Name: "registry", Probe: registryCheck(p.reg)},
+		}})
+		if !fail(err) {
+			p.background = append(p.background, p.prober.Run)
+		}
+		if cfg.Enrollment {
+			feat, err := enroll.NewFeature(enroll.FeatureConfig{REST: p.up.REST, Client: p.up.Client, Registry: p.reg, Namespace: cfg.Namespace, RequireHMAC: gc.RequireHMAC, Logger: log})
+			if !fail(err) {
+				gc.Local, gc.OnNextCredential = feat.Routes, feat.Service.Promote
+				p.background = append(p.background, feat.Service.Run)
+			}
+		}
+		p.gw, err = gateway.New(gc)
+		if !fail(err) {
+			p.reg.Subscribe(p.gw.DeviceChanged)
+		}
 	}
-	prober, err := health.New(health.Config{Logger: log, Checks: []health.Check{
-		{Name: "upstream", Probe: health.CredentialCheck(up.Client.AuthenticationV1().SelfSubjectReviews())},
-		{Name: "registry", Probe: registryCheck(reg, up, cfg.Namespace)},
-	}})
-	if err != nil {
-		return err
+	if p.devLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		fail(fmt.Errorf("device port: %w", err))
 	}
-	devLn, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("device port: %w", err)
+	if p.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		fail(fmt.Errorf("admin port: %w", err))
 	}
-	adminLn, err := net.Listen("tcp", cfg.AdminListen)
-	if err != nil {
-		_ = devLn.Close()
-		return fmt.Errorf("admin port: %w", err)
+	if err := errors.Join(errs...); err != nil {
+		for _, ln := range []net.Listener{p.devLn, p.adminLn} {
+			if ln != nil {
+				_ = ln.Close()
+			}
+		}
+		return nil, err
 	}
-	logStart(log, cfg, up, devLn, adminLn)
+	return p, nil
+}
 
+// serve runs the background parts and both listeners until ctx ends, then stops the listeners (the
+// device port drains its requests) before the background parts, which the requests in flight may need.
+func (p *parts) serve(ctx context.Context, cfg Config) error {
 	bg, bgCtx := errgroup.WithContext(context.Background())
 	bgCtx, stopBg := context.WithCancel(bgCtx)
-	bg.Go(func() error { return reg.Run(bgCtx) })
-	bg.Go(func() error { return prober.Run(bgCtx) })
-	if enrollSvc != nil {
-		bg.Go(func() error { return enrollSvc.Run(bgCtx) })
+	for _, run := range p.background {
+		bg.Go(func() error { return run(bgCtx) })
 	}
-
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return gw.Serve(gctx, devLn, cfg.Server) })
+	g.Go(func() error { return p.gw.Serve(gctx, p.devLn, cfg.Server) })
 	g.Go(func() error {
-		return gateway.ServeAdmin(gctx, adminLn, gw.AdminMux(health.ServeHealth, prober.ServeReady, cfg.Profiling))
+		return gateway.ServeAdmin(gctx, p.adminLn, p.gw.AdminMux(health.ServeHealth, p.prober.ServeReady, cfg.Profiling))
 	})
-	err = g.Wait()
+	err := g.Wait()
 	stopBg()
 	_ = bg.Wait()
+	return err
+}
+
+func loadPolicy(file string) (*policy.Policy, error) {
+	rules, err := policy.Load(file)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	log.Info("picogate stopped")
-	return nil
+	pol, err := policy.New(rules)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return pol, nil
 }
 
 func logStart(log *slog.Logger, cfg Config, up *upstream.Upstream, devLn, adminLn net.Listener) {
@@ -176,20 +222,16 @@ func logStart(log *slog.Logger, cfg Config, up *upstream.Upstream, devLn, adminL
 }
 
 // registryCheck is ready once the registry has synced; a watch failing since then is reported as
-// degraded (the last synced registry keeps serving) until a list in the namespace succeeds again.
-func registryCheck(reg *registry.Cache, up *upstream.Upstream, ns string) func(ctx context.Context) error {
-	return func(ctx context.Context) error {
+// degraded (the last synced registry keeps serving) until the registry's informer lists or watches the
+// device records again. It only reads the registry's state: the informer owns it.
+func registryCheck(reg *registry.Cache) func(ctx context.Context) error {
+	return func(context.Context) error {
 		if !reg.HasSynced() {
 			return errors.New("device registry not synced yet")
 		}
-		werr, at := reg.WatchError()
-		if werr == nil {
-			return nil
+		if werr, at := reg.WatchError(); werr != nil {
+			return health.Degraded{Err: fmt.Errorf("serving the registry synced before %s: %w", at.Format(time.RFC3339), werr)}
 		}
-		if _, err := up.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{Limit: 1, LabelSelector: registry.LabelKind + "=" + registry.KindDevice}); err != nil {
-			return health.Degraded{Err: fmt.Errorf("serving the registry synced before %s: %w", at.Format(time.RFC3339), err)}
-		}
-		reg.ClearWatchError()
 		return nil
 	}
 }
