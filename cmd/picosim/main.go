@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/picogate/picogate/device"
 	"github.com/picogate/picogate/internal/sim"
 )
 
@@ -29,12 +30,27 @@ func run() error {
 	flag.StringVar(&cfg.Mode, "mode", sim.ModeAgent, "agent (the device package) or firmware (the reference firmware's wire behaviour)")
 	flag.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
 	flag.BoolVar(&cfg.Jitter, "jitter", true, "spread starts and jitter periods, like a real fleet")
+	enrollToken := flag.String("enroll-token", "", "instead of --credentials: the boards enroll themselves with this enrollment token (pge_…), as hmac devices with key agreement")
+	gatewayKey := flag.String("gateway-key", "", "with --enroll-token: the gateway public key (64 hex digits) `picogate token create` printed, pinned by every board")
+	count := flag.Int("count", 1, "with --enroll-token: how many boards enroll")
+	prefix := flag.String("prefix", sim.DefaultEnrollPrefix, "with --enroll-token: the boards are PREFIX1 … PREFIXcount")
 	reportJSON := flag.String("report-json", "", "also write the final report as JSON to this file")
 	verbose := flag.Bool("v", false, "log each device's activity to stderr")
 	flag.Parse()
 	var err error
-	if cfg.Credentials, err = sim.ReadCredentials(*creds); err != nil {
-		return fmt.Errorf("--credentials: %w", err)
+	switch {
+	case *enrollToken != "" && *creds != "":
+		return errors.New("--enroll-token and --credentials exclude each other: the boards either enroll or use given credentials")
+	case *enrollToken != "":
+		key, err := device.ParseGatewayKey(*gatewayKey)
+		if err != nil {
+			return fmt.Errorf("--gateway-key: want the %d hex digits `picogate token create` printed", 2*device.GatewayKeySize)
+		}
+		cfg.Enrollment = &sim.Enrollment{Token: *enrollToken, GatewayKey: key, Count: *count, Prefix: *prefix}
+	default:
+		if cfg.Credentials, err = sim.ReadCredentials(*creds); err != nil {
+			return fmt.Errorf("--credentials: %w", err)
+		}
 	}
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

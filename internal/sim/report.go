@@ -34,6 +34,8 @@ type DeviceReport struct {
 	Chunked      uint64 `json:"chunked_responses"`
 	MaxResponse  int    `json:"max_response_bytes,omitempty"`
 	ConfigValues string `json:"config_memory_values,omitempty"`
+	// EnrollSeconds is how long the board's enrollment took (with --enroll-token), approval included.
+	EnrollSeconds float64 `json:"enroll_seconds,omitempty"`
 }
 
 // Report is the fleet's final report.
@@ -50,11 +52,16 @@ type Report struct {
 	OversizeResponses uint64            `json:"oversize_responses"`
 	ChunkedResponses  uint64            `json:"chunked_responses"`
 	MaxResponseBytes  int               `json:"max_response_bytes"`
-	PerDevice         []DeviceReport    `json:"per_device"`
+	// Enrolling is set when the boards enrolled themselves; Enrolled of them did, the slowest in
+	// EnrollSecondsMax.
+	Enrolling        bool           `json:"enrolling,omitempty"`
+	Enrolled         int            `json:"enrolled,omitempty"`
+	EnrollSecondsMax float64        `json:"enroll_seconds_max,omitempty"`
+	PerDevice        []DeviceReport `json:"per_device"`
 }
 
 func (s *Simulator) report(d time.Duration) *Report {
-	r := &Report{Mode: s.cfg.Mode, Devices: len(s.devices), DurationSeconds: d.Seconds(), Errors: map[string]uint64{}}
+	r := &Report{Mode: s.cfg.Mode, Devices: len(s.devices), DurationSeconds: d.Seconds(), Errors: map[string]uint64{}, Enrolling: s.cfg.Enrollment != nil}
 	for _, dr := range s.Snapshot() {
 		r.Requests += dr.Requests
 		for k, v := range dr.Errors {
@@ -69,6 +76,10 @@ func (s *Simulator) report(d time.Duration) *Report {
 		r.OversizeResponses += dr.Oversize
 		r.ChunkedResponses += dr.Chunked
 		r.MaxResponseBytes = max(r.MaxResponseBytes, dr.MaxResponse)
+		if dr.EnrollSeconds > 0 {
+			r.Enrolled++
+			r.EnrollSecondsMax = max(r.EnrollSecondsMax, dr.EnrollSeconds)
+		}
 		r.PerDevice = append(r.PerDevice, dr)
 	}
 	return r
@@ -84,6 +95,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "picosim report: %s mode, %d devices, %s\n", r.Mode, r.Devices, time.Duration(r.DurationSeconds*float64(time.Second)).Round(time.Second))
 	fmt.Fprintf(&b, "  requests            %d (%.1f/s)\n", r.Requests, rate)
 	fmt.Fprintf(&b, "  errors              %s\n", formatErrors(r.Errors))
+	if r.Enrolling {
+		fmt.Fprintf(&b, "  enrolled            %d/%d (hmac, key agreement; slowest %.2f s)\n", r.Enrolled, r.Devices, r.EnrollSecondsMax)
+	}
 	fmt.Fprintf(&b, "  devices ready       %d/%d at the end\n", r.DevicesReady, r.Devices)
 	if r.Mode == ModeAgent {
 		fmt.Fprintf(&b, "  lease renewals      %d, late %d\n", r.LeaseRenewals, r.LeaseRenewalsLate)

@@ -20,12 +20,15 @@ const (
 	ModeFirmware = "firmware"
 )
 
-// Config describes a simulated fleet. Gateway and Credentials are required.
+// Config describes a simulated fleet. Gateway and one of Credentials and Enrollment are required.
 type Config struct {
 	// Gateway is the gateway's base URL, e.g. "http://127.0.0.1:6080".
 	Gateway string
 	// Credentials are the devices' identities; Devices of them are used.
 	Credentials []Credential
+	// Enrollment, instead of Credentials, makes the boards enroll themselves (hmac with key agreement)
+	// and run with the keys they derived.
+	Enrollment *Enrollment
 	// Devices is how many to run: the first Devices credentials. 0 means all.
 	Devices int
 	// Mode is ModeAgent (default) or ModeFirmware.
@@ -70,13 +73,25 @@ type simDevice interface {
 // New checks cfg, reporting every problem at once, and builds the devices.
 func New(cfg Config) (*Simulator, error) {
 	var errs []error
+	if cfg.Enrollment != nil {
+		e := *cfg.Enrollment
+		creds, err := e.credentials()
+		switch {
+		case len(cfg.Credentials) > 0:
+			errs = append(errs, errors.New("enrollment: the boards enroll themselves; give no credentials with it"))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("enrollment: %w", err))
+		default:
+			cfg.Enrollment, cfg.Credentials = &e, creds
+		}
+	}
 	if u, err := url.Parse(cfg.Gateway); cfg.Gateway == "" || err != nil || u.Scheme != "http" || u.Host == "" {
 		errs = append(errs, fmt.Errorf("gateway %q: want an http:// URL", cfg.Gateway))
 	}
 	if cfg.Devices < 0 || cfg.Devices > len(cfg.Credentials) {
 		errs = append(errs, fmt.Errorf("devices %d: the credentials hold %d", cfg.Devices, len(cfg.Credentials)))
 	}
-	if len(cfg.Credentials) == 0 {
+	if len(cfg.Credentials) == 0 && cfg.Enrollment == nil {
 		errs = append(errs, errors.New("credentials: none"))
 	}
 	if cfg.Mode == "" {
@@ -120,10 +135,18 @@ func New(cfg Config) (*Simulator, error) {
 }
 
 func (s *Simulator) newDevice(c Credential) (simDevice, error) {
-	if s.cfg.Mode == ModeFirmware {
-		return newFirmware(s.cfg, c)
+	if s.cfg.Enrollment != nil {
+		return newEnrolling(s.cfg, c), nil
 	}
-	return newAgent(s.cfg, c)
+	return newSimDevice(s.cfg, c)
+}
+
+// newSimDevice builds a device of cfg's mode that runs with credential c.
+func newSimDevice(cfg Config, c Credential) (simDevice, error) {
+	if cfg.Mode == ModeFirmware {
+		return newFirmware(cfg, c)
+	}
+	return newAgent(cfg, c)
 }
 
 func setDefault[T comparable](p *T, def T) {
