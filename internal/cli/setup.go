@@ -44,6 +44,7 @@ func newSetup(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Output, "output", setup.DefaultOutput, "kubeconfig to write; the token and CA go to FILE.token and FILE.ca.crt")
 	f.DurationVar(&cfg.TokenTTL, "token-ttl", setup.DefaultTokenTTL, "token lifetime to request (at least 10m; the API server may grant less)")
 	f.StringVar(&cfg.Owner, "owner", "", "USER or USER:GROUP to own the written files, e.g. picogate for the systemd unit (needs root)")
+	f.BoolVar(&cfg.SharedIdentity, "shared-identity", false, "also apply deploy/rbac-shared.yaml, for serve --shared-identity: boards without a credential act as the restricted identity picogate:shared")
 	return cmd
 }
 
@@ -58,5 +59,9 @@ func printSetup(g *globals, res *setup.Result) {
 		fmt.Fprintf(w, "note: %s was asked for; the API server caps token lifetimes (--service-account-max-token-expiration): renew before it ends\n", res.Requested)
 	}
 	fmt.Fprintf(w, "wrote %s (token %s, CA %s)\n", res.Kubeconfig, res.TokenFile, res.CAFile)
-	fmt.Fprintf(w, "run the gateway with: picogate serve --kubeconfig %s; run setup again to renew the token\n", res.Kubeconfig)
+	shared := ""
+	if res.SharedIdentity {
+		shared = " --shared-identity"
+	}
+	fmt.Fprintf(w, "run the gateway with: picogate serve --kubeconfig %s%s; run setup again to renew the token\n", res.Kubeconfig, shared)
 }

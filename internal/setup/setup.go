@@ -1,7 +1,8 @@
 // Package setup gives the gateway a credential of its own, so `picogate serve` never needs the cluster
-// admin's: it server-side applies the gateway's RBAC (deploy/rbac.yaml, embedded in the binary), issues a
-// token for the gateway's ServiceAccount with the TokenRequest API, checks that the token authenticates
-// and may read the device registry, and writes a kubeconfig naming a token file and a CA file.
+// admin's: it server-side applies the gateway's RBAC (deploy/rbac.yaml, embedded in the binary, and with
+// SharedIdentity deploy/rbac-shared.yaml), issues a token for the gateway's ServiceAccount with the
+// TokenRequest API, checks that the token authenticates and has the rights the gateway uses, and writes a
+// kubeconfig naming a token file and a CA file.
 //
 // The token is a file beside the kubeconfig, not inline, because client-go re-reads a kubeconfig's
 // tokenFile about once a minute, exactly as it re-reads a pod's projected service-account token: running
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -60,7 +62,13 @@ type Config struct {
 	// Owner, "user" or "user:group" (names or numeric ids), owns the written files, which are always
 	// mode 0600; empty keeps the writer's. The systemd unit's user must be able to read them.
 	Owner string
-	// Manifest is the RBAC to apply. Default deploy.RBAC().
+	// SharedIdentity also applies deploy/rbac-shared.yaml, for `picogate serve --shared-identity`: the
+	// gateway may then impersonate the group picogate:shared, which may create Nodes and patch their
+	// status (the gateway limits which). Off by default: a gateway whose boards all have credentials
+	// never needs it.
+	SharedIdentity bool
+	// Manifest is the RBAC to apply. Default deploy.RBAC(), followed by deploy.RBACShared() when
+	// SharedIdentity is set.
 	Manifest []byte
 	// Timeout bounds each API call. Default 30s.
 	Timeout time.Duration
@@ -85,6 +93,7 @@ type Result struct {
 	Kubeconfig     string
 	TokenFile      string
 	CAFile         string
+	SharedIdentity bool // rbac-shared.yaml was applied: serve with --shared-identity
 }
 
 // New validates cfg, reporting every problem at once.
@@ -100,6 +109,9 @@ func New(cfg Config) (*Setup, error) {
 	}
 	if cfg.Manifest == nil {
 		cfg.Manifest = deploy.RBAC()
+		if cfg.SharedIdentity {
+			cfg.Manifest = append(append(cfg.Manifest, "\n---\n"...), deploy.RBACShared()...)
+		}
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
@@ -140,6 +152,19 @@ func New(cfg Config) (*Setup, error) {
 	return s, nil
 }
 
+// rights are what the gateway will do with the credential, checked before it is written.
+func (s *Setup) rights() []right {
+	r := []right{
+		{"watch the device records in namespace " + s.cfg.Namespace, authorizationv1.ResourceAttributes{Namespace: s.cfg.Namespace, Verb: "watch", Resource: "secrets"}},
+		{"watch nodes", authorizationv1.ResourceAttributes{Verb: "watch", Resource: "nodes"}},
+		{"impersonate the group system:nodes", authorizationv1.ResourceAttributes{Verb: "impersonate", Resource: "groups", Name: "system:nodes"}},
+	}
+	if s.cfg.SharedIdentity {
+		r = append(r, right{"impersonate the group picogate:shared", authorizationv1.ResourceAttributes{Verb: "impersonate", Resource: "groups", Name: "picogate:shared"}})
+	}
+	return r
+}
+
 // Run applies the RBAC, issues and checks a token, and writes the files. Running it again is safe: the
 // objects are applied again (a no-op when nothing changed), a new token is issued and the files are
 // replaced atomically, which is how the credential is renewed.
@@ -158,7 +183,7 @@ func (s *Setup) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building admin client: %w", err)
 	}
-	res := &Result{Requested: s.cfg.TokenTTL, Kubeconfig: s.files.Kubeconfig, TokenFile: s.files.Token, CAFile: s.files.CA,
+	res := &Result{Requested: s.cfg.TokenTTL, SharedIdentity: s.cfg.SharedIdentity, Kubeconfig: s.files.Kubeconfig, TokenFile: s.files.Token, CAFile: s.files.CA,
 		ServiceAccount: s.sa.Namespace + "/" + s.sa.Name}
 	if res.Applied, err = apply(ctx, dyn, cs.Discovery(), s.objects); err != nil {
 		return nil, err
@@ -169,7 +194,7 @@ func (s *Setup) Run(ctx context.Context) (*Result, error) {
 	}
 	res.Expires = tok.expires
 	gateway := gatewayConfig(admin, ca, tok.token)
-	if res.Username, err = verify(ctx, gateway, s.sa, s.cfg.Namespace); err != nil {
+	if res.Username, err = verify(ctx, gateway, s.sa, s.rights()); err != nil {
 		return nil, err
 	}
 	kc, err := kubeconfig(admin.Host, admin.TLSClientConfig.ServerName, s.files, s.cfg.Namespace)

@@ -2,6 +2,7 @@ package setup
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -217,6 +218,57 @@ func TestParseOwner(t *testing.T) {
 			}
 			if o.uid != tt.uid || o.gid != tt.gid {
 				t.Errorf("got %d:%d, want %d:%d", o.uid, o.gid, tt.uid, tt.gid)
+			}
+		})
+	}
+}
+
+// TestSharedIdentityManifest: --shared-identity adds rbac-shared.yaml's objects to the gateway's, moved
+// with them to another namespace, and setup then checks the right to impersonate picogate:shared.
+func TestSharedIdentityManifest(t *testing.T) {
+	tests := []struct {
+		shared bool
+		ns     string
+		want   []string // describe() of every object after rbac.yaml's
+		right  bool     // impersonating picogate:shared is checked
+	}{
+		{false, "picogate-system", nil, false},
+		{true, "picogate-system", []string{"ClusterRole picogate-shared-impersonate", "ClusterRoleBinding picogate-shared-impersonate",
+			"ClusterRole picogate-shared", "ClusterRoleBinding picogate-shared"}, true},
+		{true, "lab", []string{"ClusterRole picogate-shared-impersonate", "ClusterRoleBinding picogate-shared-impersonate-lab",
+			"ClusterRole picogate-shared", "ClusterRoleBinding picogate-shared-lab"}, true},
+	}
+	base, err := DecodeManifest(deploy.RBAC())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("shared=%v,%s", tt.shared, tt.ns), func(t *testing.T) {
+			s, err := New(Config{Admin: &rest.Config{}, SharedIdentity: tt.shared, Namespace: tt.ns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, o := range s.objects[len(base):] {
+				got = append(got, describe(o))
+				if subj, ok, _ := unstructured.NestedSlice(o.Object, "subjects"); ok {
+					for _, sub := range subj {
+						m := sub.(map[string]any)
+						if m["kind"] == "ServiceAccount" && m["namespace"] != tt.ns {
+							t.Errorf("%s: got subject namespace %v, want %s", describe(o), m["namespace"], tt.ns)
+						}
+					}
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+			checked := false
+			for _, r := range s.rights() {
+				checked = checked || r.attrs.Name == "picogate:shared"
+			}
+			if checked != tt.right {
+				t.Errorf("impersonating picogate:shared checked: got %v, want %v", checked, tt.right)
 			}
 		})
 	}

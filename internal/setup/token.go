@@ -71,10 +71,16 @@ func gatewayConfig(admin *rest.Config, ca []byte, token string) *rest.Config {
 	}
 }
 
+// right is one permission the gateway uses, for verify to check.
+type right struct {
+	what  string
+	attrs authorizationv1.ResourceAttributes
+}
+
 // verify checks the new credential as the gateway will use it: the token authenticates as the
-// ServiceAccount, and may watch the device records. RBAC changes reach the API server's authorizer
-// through an informer, so a just-applied binding is given a few seconds.
-func verify(ctx context.Context, rc *rest.Config, sa types.NamespacedName, registryNS string) (string, error) {
+// ServiceAccount and has every right listed. RBAC changes reach the API server's authorizer through an
+// informer, so a just-applied binding is given a few seconds.
+func verify(ctx context.Context, rc *rest.Config, sa types.NamespacedName, rights []right) (string, error) {
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return "", fmt.Errorf("building a client for the new token: %w", err)
@@ -87,20 +93,20 @@ func verify(ctx context.Context, rc *rest.Config, sa types.NamespacedName, regis
 	if got := r.Status.UserInfo.Username; got != want {
 		return "", fmt.Errorf("checking the new token: it authenticates as %q, want %q", got, want)
 	}
-	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: registryNS, Verb: "watch", Resource: "secrets"},
-	}}
-	var reason string
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		res, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+	for _, rt := range rights {
+		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &rt.attrs}}
+		var reason string
+		err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+			res, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+			if err != nil {
+				return false, err
+			}
+			reason = res.Status.Reason
+			return res.Status.Allowed, nil
+		})
 		if err != nil {
-			return false, err
+			return "", fmt.Errorf("checking the new token: %s may not %s (%s): %w", want, rt.what, reason, err)
 		}
-		reason = res.Status.Reason
-		return res.Status.Allowed, nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("checking the new token: %s may not watch the device records in namespace %s (%s): %w", want, registryNS, reason, err)
 	}
 	return want, nil
 }
