@@ -27,6 +27,7 @@ $(ETCD): tools/etcd/go.mod tools/etcd/go.sum
 
 ## test: the whole suite — vet, gofmt, unit, integration against the real control plane, short fuzzing
 test: controlplane build vet fmt-check
+	./scripts/install-test-deps.sh
 	PICOGATE_BIN=$(BIN) $(GO) test -count=1 -timeout 40m ./...
 	$(MAKE) fuzz-short
 
