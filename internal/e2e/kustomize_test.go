@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,7 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/picogate/picogate/deploy"
-	"github.com/picogate/picogate/internal/gatewaytest"
 	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/setup"
 )
@@ -39,10 +39,25 @@ func repoRoot(t testing.TB) string {
 	return root
 }
 
+// kubectlBinary is the kubectl `make controlplane` built beside the control plane: $PICOGATE_BIN, else
+// ./bin. It is no command of this module, so gatewaytest.Binary cannot build it.
+func kubectlBinary(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("PICOGATE_BIN")
+	if dir == "" {
+		dir = filepath.Join(repoRoot(t), "bin")
+	}
+	p := filepath.Join(dir, "kubectl")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("kubectl: %v (make controlplane builds it)", err)
+	}
+	return p
+}
+
 // kubectl runs the kubectl built into ./bin with stdin and returns its stdout, stderr and error.
 func kubectl(t testing.TB, stdin string, args ...string) (string, string, error) {
 	t.Helper()
-	cmd := exec.Command(gatewaytest.Binary(t, "kubectl"), args...)
+	cmd := exec.Command(kubectlBinary(t), args...)
 	cmd.Dir = repoRoot(t)
 	cmd.Stdin = strings.NewReader(stdin)
 	var o, e strings.Builder
@@ -108,7 +123,7 @@ func TestKustomizeBaseRendersAndApplies(t *testing.T) {
 		kinds = append(kinds, strings.Fields(k)[0])
 	}
 	slices.Sort(kinds)
-	want := []string{"ClusterRole", "ClusterRoleBinding", "Deployment", "Namespace", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"}
+	want := []string{"ClusterRole", "ClusterRoleBinding", "Deployment", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"}
 	if !slices.Equal(kinds, want) {
 		t.Fatalf("rendered kinds: got %v, want %v", kinds, want)
 	}
@@ -131,6 +146,7 @@ func TestKustomizeBaseRendersAndApplies(t *testing.T) {
 	pdb := typed[policyv1.PodDisruptionBudget](t, objs["PodDisruptionBudget picogate"])
 	checkDeployment(t, d)
 	checkService(t, svc, d, corev1.ServiceTypeLoadBalancer)
+	checkNetworkPolicy(t, typed[networkingv1.NetworkPolicy](t, objs["NetworkPolicy picogate"]), d)
 	t.Run("PodDisruptionBudget", func(t *testing.T) {
 		if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 {
 			t.Errorf("minAvailable: got %v, want 1", pdb.Spec.MinAvailable)
@@ -257,6 +273,57 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 		grace := time.Duration(*spec.TerminationGracePeriodSeconds) * time.Second
 		if drain == 0 || preStop+drain >= grace {
 			t.Errorf("shutdown: preStop %s + --shutdown-timeout %s, want below terminationGracePeriodSeconds %s", preStop, drain, grace)
+		}
+	})
+}
+
+// checkNetworkPolicy: the gateway pods take device connections from anywhere (the gateway decides who
+// may talk), and admin connections only from Prometheus; the kubelet's probes, from the node, are always
+// allowed by NetworkPolicy.
+func checkNetworkPolicy(t *testing.T, np *networkingv1.NetworkPolicy, d *appsv1.Deployment) {
+	t.Run("NetworkPolicy", func(t *testing.T) {
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil || sel.Empty() || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+			t.Errorf("podSelector %v: want it to match the gateway pods %v", np.Spec.PodSelector, d.Spec.Template.Labels)
+		}
+		if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+			t.Errorf("policyTypes: got %v, want [Ingress]", np.Spec.PolicyTypes)
+		}
+		from := map[string][]networkingv1.NetworkPolicyPeer{}
+		for _, r := range np.Spec.Ingress {
+			for _, p := range r.Ports {
+				if p.Port == nil {
+					t.Errorf("ingress rule %+v: want every rule to name its port", r)
+					continue
+				}
+				from[p.Port.String()] = append(from[p.Port.String()], r.From...)
+				if len(r.From) == 0 {
+					from[p.Port.String()] = append(from[p.Port.String()], networkingv1.NetworkPolicyPeer{})
+				}
+			}
+		}
+		if len(from) != 2 {
+			t.Errorf("ports: got %v, want exactly devices and admin", from)
+		}
+		if peers := from["devices"]; len(peers) != 1 || peers[0].PodSelector != nil || peers[0].NamespaceSelector != nil || peers[0].IPBlock != nil {
+			t.Errorf("devices port: got peers %+v, want it open to every source", peers)
+		}
+		peers := from["admin"]
+		if len(peers) != 1 || peers[0].PodSelector == nil || peers[0].NamespaceSelector == nil || peers[0].IPBlock != nil {
+			t.Fatalf("admin port: got peers %+v, want one pod selector (Prometheus) in any namespace", peers)
+		}
+		prom, _ := metav1.LabelSelectorAsSelector(peers[0].PodSelector)
+		if !prom.Matches(labels.Set{"app.kubernetes.io/name": "prometheus"}) || prom.Matches(labels.Set{"app": "anything"}) || prom.Matches(labels.Set(d.Spec.Template.Labels)) {
+			t.Errorf("admin port: got pod selector %v, want Prometheus pods only", peers[0].PodSelector)
+		}
+		var ports []string
+		for _, p := range d.Spec.Template.Spec.Containers[0].Ports {
+			ports = append(ports, p.Name)
+		}
+		for name := range from {
+			if !slices.Contains(ports, name) {
+				t.Errorf("NetworkPolicy names port %q, which the container does not have (%v)", name, ports)
+			}
 		}
 	})
 }
