@@ -128,8 +128,22 @@ func checkFirmwareFits(t testing.TB, what string, r firmwareResponse) {
 	}
 }
 
-// firmwareSequence runs the firmware's boot and first heartbeat cycle and checks every response.
+// firmwareSequence runs the firmware's boot and first heartbeat cycle and checks every response, then
+// reads the device's Node as a registered device may (firmwareBoot is the firmware's requests alone).
 func firmwareSequence(t *testing.T, addr, localIP, name, extra string) {
+	t.Helper()
+	firmwareBoot(t, addr, localIP, name, extra)
+	r := firmwareDo(t, addr, localIP, "GET", "/api/v1/nodes/"+name, "", "", extra)
+	if r.code != 200 {
+		t.Fatalf("GET node: got %d, want 200", r.code)
+	}
+	checkFirmwareFits(t, "GET node", r)
+	t.Logf("GET node through picogate: %d bytes with headers (%d body)", len(r.raw), len(r.body))
+}
+
+// firmwareBoot sends exactly the reference firmware's three kinds of request: its Node create at boot,
+// two status heartbeats and its ConfigMap read, and checks every response.
+func firmwareBoot(t *testing.T, addr, localIP, name, extra string) {
 	t.Helper()
 	ip := localIP
 	if ip == "" {
@@ -155,12 +169,6 @@ func firmwareSequence(t *testing.T, addr, localIP, name, extra string) {
 	if !strings.Contains(r.body, `"memory_values"`) {
 		t.Errorf("GET configmap: got %s, want data.memory_values", r.body)
 	}
-	r = firmwareDo(t, addr, localIP, "GET", "/api/v1/nodes/"+name, "", "", extra)
-	if r.code != 200 {
-		t.Fatalf("GET node: got %d, want 200", r.code)
-	}
-	checkFirmwareFits(t, "GET node", r)
-	t.Logf("GET node through picogate: %d bytes with headers (%d body)", len(r.raw), len(r.body))
 }
 
 // rawRequest sends an arbitrary request on a new connection with the given User-Agent (the marker the

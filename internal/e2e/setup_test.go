@@ -148,8 +148,15 @@ func TestSetupCredentialCanDoNothingElse(t *testing.T) {
 		{"escalate its Role", res("escalate", "rbac.authorization.k8s.io", "roles", "picogate-system", "picogate-registry-reader"), false},
 		{"request its own token", res("create", "", "serviceaccounts/token", "picogate-system", "picogate"), false},
 		{"create pods", res("create", "", "pods", "picogate-system", ""), false},
-		{"list nodes", res("list", "", "nodes", "", ""), false},
+		// Node metadata: how the gateway tells a device's Node from a real node.
+		{"list nodes", res("list", "", "nodes", "", ""), true},
+		{"watch nodes", res("watch", "", "nodes", "", ""), true},
+		{"get a node", res("get", "", "nodes", "", "worker-1"), true},
+		{"create a node", res("create", "", "nodes", "", ""), false},
+		{"label a node", res("patch", "", "nodes", "", "worker-1"), false},
+		{"patch a node's status", &authorizationv1.ResourceAttributes{Verb: "patch", Resource: "nodes", Subresource: "status", Name: "worker-1"}, false},
 		{"delete a node", res("delete", "", "nodes", "", "pico-1"), false},
+		{"impersonate the shared identity's group (without --shared-identity)", res("impersonate", "", "groups", "", "picogate:shared"), false},
 		{"sign certificates", res("create", "certificates.k8s.io", "certificatesigningrequests", "", ""), false},
 	}
 	for _, tt := range tests {
