@@ -3,6 +3,7 @@ package device
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -48,6 +49,7 @@ type kaVector struct {
 	Token            string `json:"token,omitempty"`
 	CurrentKey       string `json:"currentKey,omitempty"`
 	SharedSecret     string `json:"sharedSecret"`
+	TranscriptInput  string `json:"transcriptInput"` // what th hashes, spelled out byte by byte
 	Transcript       string `json:"transcript"`
 	Key              string `json:"key"`
 	KeyConfirm       string `json:"keyConfirm"`
@@ -110,10 +112,12 @@ func computeKeyAgreeVectors(t *testing.T) keyAgreeVectors {
 	if !bytes.Equal(bKey, key) || !bytes.Equal(bConfirm, confirm) {
 		t.Fatalf("enroll: board and gateway derived different keys or confirmations")
 	}
+	tok := sha256.Sum256([]byte(vecToken))
+	in := transcriptInput(t, th, "picogate enroll v1", S, ke.PublicKey(), lpBytes(vecName), lpBytes(vecHardwareID), tok[:])
 	enroll := kaVector{
 		GatewayPrivate: x(vecGatewayPrivate), GatewayKey: x(S), EphemeralPrivate: x(vecEnrollE), EphemeralKey: x(ke.PublicKey()),
 		Name: vecName, HardwareID: vecHardwareID, Token: vecToken,
-		SharedSecret: x(dh), Transcript: x(th[:]), Key: x(key), KeyConfirm: x(confirm),
+		SharedSecret: x(dh), TranscriptInput: x(in), Transcript: x(th[:]), Key: x(key), KeyConfirm: x(confirm),
 	}
 
 	current := key
@@ -131,10 +135,12 @@ func computeKeyAgreeVectors(t *testing.T) keyAgreeVectors {
 	if !bytes.Equal(bKey, key) || !bytes.Equal(bConfirm, confirm) {
 		t.Fatalf("rotate: board and gateway derived different keys or confirmations")
 	}
+	cur := sha256.Sum256(current)
+	in = transcriptInput(t, th, "picogate rotate v1", S, kr.PublicKey(), lpBytes(vecName), cur[:])
 	rotate := kaVector{
 		GatewayPrivate: x(vecGatewayPrivate), GatewayKey: x(S), EphemeralPrivate: x(vecRotateE), EphemeralKey: x(kr.PublicKey()),
 		Name: vecName, CurrentKey: x(current),
-		SharedSecret: x(dh), Transcript: x(th[:]), Key: x(key), KeyConfirm: x(confirm),
+		SharedSecret: x(dh), TranscriptInput: x(in), Transcript: x(th[:]), Key: x(key), KeyConfirm: x(confirm),
 	}
 
 	// RFC 7748 section 6.1.
@@ -162,6 +168,23 @@ func computeKeyAgreeVectors(t *testing.T) keyAgreeVectors {
 		Rotate: rotate,
 	}
 }
+
+// transcriptInput spells out what a transcript hashes, written here from the protocol's text rather
+// than by EnrollTranscript and RotateTranscript, and checks that it hashes to th.
+func transcriptInput(t *testing.T, th [32]byte, label string, parts ...[]byte) []byte {
+	t.Helper()
+	in := append([]byte(label), 0)
+	for _, p := range parts {
+		in = append(in, p...)
+	}
+	if sha256.Sum256(in) != th {
+		t.Fatalf("%s: the transcript is not SHA-256 of the layout the protocol describes", label)
+	}
+	return in
+}
+
+// lpBytes is lp(s): a 2-byte big-endian length, then s.
+func lpBytes(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
 
 func loadKeyAgreeVectors(t *testing.T) keyAgreeVectors {
 	t.Helper()
