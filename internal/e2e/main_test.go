@@ -6,106 +6,47 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/picogate/picogate/internal/controlplane"
+	"github.com/picogate/picogate/internal/controlplane/controlplanetest"
 	"github.com/picogate/picogate/internal/gatewaytest"
 )
 
-// The package shares one control plane: starting one costs seconds and every test uses its own
-// device names.
-var (
-	cpOnce  sync.Once
-	cp      *controlplane.ControlPlane
-	cpErr   error
-	auditFn string
-)
-
-const auditPolicy = `apiVersion: audit.k8s.io/v1
+// shared is the package's control plane: the tests use their own device names. It audits requests, so
+// tests can count what reached the API server.
+var shared = &controlplanetest.Shared{
+	AuditPolicy: `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
 - level: Metadata
-`
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if cp != nil {
-		_ = cp.Stop()
-	}
-	os.Exit(code)
+`,
+	Setup: func(c *controlplane.ControlPlane) error {
+		// No controller manager runs here: the default ServiceAccount pods need is created by hand.
+		ctx, cs := context.Background(), admin(c)
+		if err := controlplanetest.CreateDefaultServiceAccount(ctx, cs); err != nil {
+			return err
+		}
+		return controlplanetest.SeedFleet(ctx, cs)
+	},
 }
 
-// cluster returns the shared control plane, starting it on first use, with an audit log (so tests can
-// count what reached the API server) and the fleet's ConfigMap and its Role.
+func TestMain(m *testing.M) { shared.Main(m) }
+
+// cluster returns the shared control plane, starting it on first use.
 func cluster(t testing.TB) *controlplane.ControlPlane {
 	t.Helper()
-	cpOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "picogate-e2e-")
-		if err != nil {
-			cpErr = err
-			return
-		}
-		policy := filepath.Join(dir, "audit-policy.yaml")
-		auditFn = filepath.Join(dir, "audit.log")
-		if cpErr = os.WriteFile(policy, []byte(auditPolicy), 0o600); cpErr != nil {
-			return
-		}
-		cp, cpErr = controlplane.Start(context.Background(), controlplane.Config{
-			APIServerArgs: []string{"--audit-policy-file=" + policy, "--audit-log-path=" + auditFn, "--audit-log-mode=blocking"},
-		})
-		if cpErr == nil {
-			cpErr = seedFleetObjects(admin(cp))
-		}
-	})
-	if cpErr != nil {
-		t.Fatalf("control plane: %v", cpErr)
-	}
-	return cp
+	return shared.Get(t)
 }
 
 func admin(c *controlplane.ControlPlane) kubernetes.Interface {
 	return kubernetes.NewForConfigOrDie(c.AdminConfig())
-}
-
-// seedFleetObjects creates what the reference firmware reads: ConfigMap default/pico-config, readable by
-// the group picogate:devices through a plain Role (the Node authorizer alone refuses it).
-func seedFleetObjects(cs kubernetes.Interface) error {
-	ctx := context.Background()
-	// No controller-manager runs here, so the default ServiceAccount the admission plugin wants for
-	// pods is created by hand.
-	if _, err := cs.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: "pico-config"},
-		Data:       map[string]string{"memory_values": "[1,2,3]"},
-	}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	if _, err := cs.RbacV1().Roles("default").Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "picogate-fleet-config"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"pico-config"}, Verbs: []string{"get"}}},
-	}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	_, err := cs.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "picogate-fleet-config"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "picogate-fleet-config"},
-		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "picogate:devices"}},
-	}, metav1.CreateOptions{})
-	return err
 }
 
 // picogate runs the CLI and returns stdout; it fails the test on a non-zero exit.
@@ -152,7 +93,7 @@ func startGateway(t testing.TB, args ...string) *gatewaytest.Gateway {
 // impersonated user, i.e. every device request that reached it through a per-device gateway.
 func auditedUserAgents(t testing.TB) map[string]int {
 	t.Helper()
-	f, err := os.Open(auditFn)
+	f, err := os.Open(shared.AuditLog())
 	if err != nil {
 		t.Fatalf("audit log: %v", err)
 	}

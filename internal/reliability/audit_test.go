@@ -40,7 +40,7 @@ func (e auditEvent) selfReview() bool {
 // readAudit returns every completed request the API server audited (only the gateway identities are).
 func readAudit(t testing.TB) []auditEvent {
 	t.Helper()
-	f, err := os.Open(auditLog)
+	f, err := os.Open(shared.AuditLog())
 	if err != nil {
 		t.Fatalf("audit log: %v", err)
 	}

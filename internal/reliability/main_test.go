@@ -20,17 +20,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/picogate/picogate/internal/controlplane"
+	"github.com/picogate/picogate/internal/controlplane/controlplanetest"
 	"github.com/picogate/picogate/internal/gatewaytest"
 	"github.com/picogate/picogate/internal/sim"
-)
-
-// The tests share one control plane (they run one after another, never in parallel: several of them
-// kill its API server) and use their own device names.
-var (
-	cpOnce   sync.Once
-	cp       *controlplane.ControlPlane
-	cpErr    error
-	auditLog string
 )
 
 // gatewayUsers are the client-certificate identities the tests give the gateway instead of the admin,
@@ -42,13 +34,25 @@ var gatewayUsers = []string{"picogate-rot-a", "picogate-rot-b", "picogate-reg"}
 // gateway (a child, which inherits the limit), and headroom.
 const wantOpenFiles = 12000
 
+// shared is the package's control plane. The tests run one after another, never in parallel (several
+// of them kill its API server), and use their own device names.
+var shared = &controlplanetest.Shared{
+	AuditPolicy: auditPolicy(),
+	Setup: func(c *controlplane.ControlPlane) error {
+		ctx, cs := context.Background(), admin(c)
+		if err := controlplanetest.CreateDefaultServiceAccount(ctx, cs); err != nil {
+			return err
+		}
+		if err := controlplanetest.SeedFleet(ctx, cs); err != nil {
+			return err
+		}
+		return applyGatewayRBAC(cs)
+	},
+}
+
 func TestMain(m *testing.M) {
 	raiseOpenFileLimit(wantOpenFiles)
-	code := m.Run()
-	if cp != nil {
-		_ = cp.Stop()
-	}
-	os.Exit(code)
+	shared.Main(m)
 }
 
 // raiseOpenFileLimit lifts the soft RLIMIT_NOFILE towards want (never above the hard limit). The test
@@ -77,69 +81,21 @@ rules:
 // identities, the fleet's ConfigMap and its Role, and deploy/rbac.yaml applied.
 func cluster(t testing.TB) *controlplane.ControlPlane {
 	t.Helper()
-	cpOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "picogate-reliability-")
-		if err != nil {
-			cpErr = err
-			return
-		}
-		policy := filepath.Join(dir, "audit-policy.yaml")
-		auditLog = filepath.Join(dir, "audit.log")
-		if cpErr = os.WriteFile(policy, []byte(auditPolicy()), 0o600); cpErr != nil {
-			return
-		}
-		cp, cpErr = controlplane.Start(context.Background(), controlplane.Config{
-			APIServerArgs: []string{"--audit-policy-file=" + policy, "--audit-log-path=" + auditLog, "--audit-log-mode=blocking"},
-		})
-		if cpErr != nil {
-			return
-		}
-		cs := admin(cp)
-		if cpErr = seedFleetObjects(cs); cpErr == nil {
-			cpErr = applyGatewayRBAC(cs)
-		}
-	})
-	if cpErr != nil {
-		t.Fatalf("control plane: %v", cpErr)
-	}
-	return cp
+	return shared.Get(t)
 }
 
 func admin(c *controlplane.ControlPlane) kubernetes.Interface {
 	return kubernetes.NewForConfigOrDie(c.AdminConfig())
 }
 
-// seedFleetObjects creates what devices read: ConfigMap default/pico-config, readable by the group
-// picogate:devices through a Role, and the default ServiceAccount (no controller manager runs here).
-func seedFleetObjects(cs kubernetes.Interface) error {
-	ctx := context.Background()
-	if _, err := cs.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: "pico-config"},
-		Data:       map[string]string{"memory_values": "[4,5,6]"},
-	}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	if _, err := cs.RbacV1().Roles("default").Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "picogate-fleet-config"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"pico-config"}, Verbs: []string{"get"}}},
-	}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	_, err := cs.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "picogate-fleet-config"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "picogate-fleet-config"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "picogate:devices"}},
-	}, metav1.CreateOptions{})
-	return err
-}
-
 // applyGatewayRBAC creates every object of deploy/rbac.yaml, the gateway's documented least privilege,
 // so the tests that run the gateway as its own identity prove that file is enough.
 func applyGatewayRBAC(cs kubernetes.Interface) error {
-	b, err := os.ReadFile(filepath.Join(moduleRoot(), "deploy", "rbac.yaml"))
+	root, err := gatewaytest.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(root, "deploy", "rbac.yaml"))
 	if err != nil {
 		return err
 	}
@@ -268,18 +224,6 @@ func unbindGatewayRoles(t testing.TB, user string) {
 		t.Fatal(err)
 	}
 	unbindRegistryRole(t, user)
-}
-
-func moduleRoot() string {
-	wd, _ := os.Getwd()
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-		if filepath.Dir(d) == d {
-			return wd
-		}
-	}
 }
 
 // picogateCLI runs the picogate CLI as the admin and returns stdout; it fails the test on a non-zero exit.

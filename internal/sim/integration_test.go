@@ -19,7 +19,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -46,22 +45,11 @@ func setup(t *testing.T) *env {
 	return &env{cp: cp, cs: cs, gw: gw}
 }
 
-// seedFleetConfig creates the reference firmware's ConfigMap and the Role
-// that lets the device group read it.
+// seedFleetConfig creates the reference firmware's ConfigMap and the Role that lets the device group
+// read it (the harness's one copy, controlplanetest.SeedFleet).
 func seedFleetConfig(t *testing.T, cs kubernetes.Interface) {
 	t.Helper()
-	ctx := context.Background()
-	must(t, create(cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: "pico-config"}, Data: map[string]string{"memory_values": "[7,8,9]"}}, metav1.CreateOptions{})))
-	must(t, create(cs.RbacV1().Roles("default").Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Name: "pico-config-read"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{"pico-config"}, Verbs: []string{"get"}}},
-	}, metav1.CreateOptions{})))
-	must(t, create(cs.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "pico-config-read"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "pico-config-read"},
-		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "picogate:devices"}},
-	}, metav1.CreateOptions{})))
+	must(t, controlplanetest.SeedFleet(context.Background(), cs))
 }
 
 func create[T any](_ T, err error) error { return err }

@@ -1,6 +1,7 @@
-// Package controlplanetest starts a real local control plane for a test: one call, failure (not
-// a skip) when the binaries are missing, cleanup registered, and the API server's log shown when
-// the test fails.
+// Package controlplanetest starts real local control planes for tests: Start gives one test its
+// own (cleanup registered, the API server's log shown when the test fails), Shared gives all the
+// tests of a package one, and SeedFleet creates the objects devices read. Missing binaries fail the
+// test, never skip it.
 package controlplanetest
 
 import (

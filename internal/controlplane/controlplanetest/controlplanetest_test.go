@@ -2,6 +2,8 @@ package controlplanetest
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -104,4 +106,45 @@ func TestCleanupShowsAPIServerLogOnFailure(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestSharedFailsEveryGetWithoutBinaries(t *testing.T) {
+	dir := t.TempDir()
+	setupRan := false
+	s := &Shared{Config: controlplane.Config{BinDir: dir}, AuditPolicy: "rules: []", Setup: func(*controlplane.ControlPlane) error {
+		setupRan = true
+		return nil
+	}}
+	want := "kube-apiserver not found in " + dir + ": run `make controlplane`"
+	for i := range 2 {
+		rec := &recordingTB{TB: t}
+		rec.run(func() { s.Get(rec) })
+		if rec.skipped || !strings.Contains(rec.fatal, want) {
+			t.Errorf("Get %d: got fatal %q (skipped %v), want a failure containing %q", i+1, rec.fatal, rec.skipped, want)
+		}
+	}
+	if setupRan {
+		t.Errorf("got Setup run for a control plane that never started, want not")
+	}
+	_ = os.RemoveAll(s.dir)
+}
+
+func TestSharedStartsOnceAndRunsSetupOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane")
+	}
+	setups := 0
+	s := &Shared{AuditPolicy: "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n", Setup: func(*controlplane.ControlPlane) error {
+		setups++
+		return nil
+	}}
+	a, b := s.Get(t), s.Get(t)
+	defer func() { _ = a.Stop() }()
+	if a != b || setups != 1 {
+		t.Errorf("got %p and %p with %d setups, want one control plane set up once", a, b, setups)
+	}
+	if fi, err := os.Stat(s.AuditLog()); err != nil || fi.Size() == 0 {
+		t.Errorf("audit log %s: got %v, want requests logged", s.AuditLog(), err)
+	}
+	_ = os.RemoveAll(filepath.Dir(s.AuditLog()))
 }
