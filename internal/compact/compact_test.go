@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 )
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
 func TestAppend(t *testing.T) {
 	tests := []struct {
@@ -76,14 +79,14 @@ func TestAppendGolden(t *testing.T) {
 				t.Fatalf("compacting: %v", err)
 			}
 			goldenPath := strings.TrimSuffix(in, ".input.json") + ".golden.json"
-			if os.Getenv("UPDATE_GOLDEN") != "" {
+			if *update {
 				if err := os.WriteFile(goldenPath, got, 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
 			want, err := os.ReadFile(goldenPath)
 			if err != nil {
-				t.Fatalf("reading golden (UPDATE_GOLDEN=1 writes it): %v", err)
+				t.Fatalf("reading golden (go test -update writes it): %v", err)
 			}
 			if !bytes.Equal(got, want) {
 				t.Errorf("got %d bytes, want %d bytes (%s)", len(got), len(want), goldenPath)
