@@ -31,6 +31,8 @@ type Agent struct {
 	uid     string
 	nodeGen int           // bumped on each (re)registration
 	dirty   chan struct{} // status changed: patch now
+
+	configs sync.Map // "namespace/name" → *configCopy: the last ConfigMap read, for If-None-Match
 }
 
 // New checks cfg, reporting every problem at once, and returns an Agent

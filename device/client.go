@@ -149,12 +149,26 @@ func (t *transport) newRequest(ctx context.Context, method, path, ctype string, 
 // response. The body is only valid during fn. An error answer becomes an
 // *APIError.
 func (t *transport) do(ctx context.Context, method, path, ctype string, body []byte, fn func(code int, body jval) error) error {
+	return t.exchange(ctx, method, path, ctype, body, "", func(resp *http.Response, v jval) error {
+		if fn == nil {
+			return nil
+		}
+		return fn(resp.StatusCode, v)
+	})
+}
+
+// exchange is do with an optional If-None-Match header: a 304 answer then
+// reaches fn with a nil body instead of becoming an error.
+func (t *transport) exchange(ctx context.Context, method, path, ctype string, body []byte, ifNoneMatch string, fn func(resp *http.Response, body jval) error) error {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	req, err := t.newRequest(ctx, method, path, ctype, body)
 	if err != nil {
 		return err
+	}
+	if ifNoneMatch != "" {
+		req.Header.Set("If-None-Match", ifNoneMatch)
 	}
 	t.stats.request()
 	resp, err := t.client.Do(req)
@@ -167,6 +181,9 @@ func (t *transport) do(ctx context.Context, method, path, ctype string, body []b
 	}
 	defer resp.Body.Close()
 	t.clock.observe(resp.Header.Get("Date"))
+	if ifNoneMatch != "" && resp.StatusCode == http.StatusNotModified {
+		return fn(resp, nil)
+	}
 	buf := t.bufs.Get().(*bytes.Buffer)
 	defer t.putBuf(buf)
 	if resp.ContentLength > int64(t.maxBody) {
@@ -195,10 +212,7 @@ func (t *transport) do(ctx context.Context, method, path, ctype string, body []b
 		t.stats.fail(KindDecode)
 		return fmt.Errorf("%s %s: response: %w", method, path, err)
 	}
-	if fn == nil {
-		return nil
-	}
-	return fn(resp.StatusCode, v)
+	return fn(resp, v)
 }
 
 // probeLocalAddr opens and closes one connection to the gateway to learn
