@@ -30,6 +30,8 @@ func run() error {
 	flag.StringVar(&cfg.Mode, "mode", sim.ModeAgent, "agent (the device package) or firmware (the reference firmware's wire behaviour)")
 	flag.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
 	flag.BoolVar(&cfg.Jitter, "jitter", true, "spread starts and jitter periods, like a real fleet")
+	flag.BoolVar(&cfg.FirmwareETag, "firmware-etag", false, "firmware mode: boards send the ConfigMap's last ETag as If-None-Match (a one-header change to the reference firmware)")
+	flag.DurationVar(&cfg.AgentConfigInterval, "agent-config-interval", 0, "agent mode: each board reads ConfigMap default/pico-config this often, with If-None-Match (default: never)")
 	enrollToken := flag.String("enroll-token", "", "instead of --credentials: the boards enroll themselves with this enrollment token (pge_…), as hmac devices with key agreement")
 	gatewayKey := flag.String("gateway-key", "", "with --enroll-token: the gateway public key (64 hex digits) `picogate token create` printed, pinned by every board")
 	count := flag.Int("count", 1, "with --enroll-token: how many boards enroll")

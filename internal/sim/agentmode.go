@@ -10,7 +10,8 @@ import (
 
 // agentDevice is a device run by the real device package.
 type agentDevice struct {
-	a *device.Agent
+	a           *device.Agent
+	configEvery time.Duration // 0: the agent reads no ConfigMap
 }
 
 func newAgent(cfg Config, c Credential) (*agentDevice, error) {
@@ -44,10 +45,28 @@ func newAgent(cfg Config, c Credential) (*agentDevice, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device %q: %w", c.Name, err)
 	}
-	return &agentDevice{a: a}, nil
+	return &agentDevice{a: a, configEvery: cfg.AgentConfigInterval}, nil
 }
 
-func (d *agentDevice) Run(ctx context.Context) error { return d.a.Run(ctx) }
+// Run runs the agent and, with AgentConfigInterval, reads the fleet's
+// ConfigMap that often (If-None-Match; failures are counted by the agent).
+func (d *agentDevice) Run(ctx context.Context) error {
+	if d.configEvery > 0 {
+		go func() {
+			t := time.NewTicker(d.configEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					_, _ = d.a.ConfigMap(ctx, "default", "pico-config")
+				}
+			}
+		}()
+	}
+	return d.a.Run(ctx)
+}
 
 func (d *agentDevice) Snapshot() DeviceReport {
 	s := d.a.Status()

@@ -37,6 +37,8 @@ type firmwareDevice struct {
 	dial              func(ctx context.Context, network, addr string) (net.Conn, error)
 	statusEvery       time.Duration
 	configEvery       time.Duration
+	useETag           bool   // send If-None-Match with the ConfigMap's last ETag
+	etag              string // that ETag
 
 	mu     sync.Mutex // guards r and lastOK
 	r      DeviceReport
@@ -72,6 +74,7 @@ func newFirmware(cfg Config, c Credential) (*firmwareDevice, error) {
 		dial:        dialer(src, firmwareIOTimeout),
 		statusEvery: cfg.FirmwareStatusInterval,
 		configEvery: cfg.FirmwareConfigInterval,
+		useETag:     cfg.FirmwareETag,
 		req:         make([]byte, 0, firmwareRequestBuffer),
 		r:           DeviceReport{Name: c.Name, Errors: map[string]uint64{}},
 	}
@@ -128,9 +131,19 @@ func (f *firmwareDevice) markOK() {
 }
 
 func (f *firmwareDevice) getConfig(ctx context.Context) {
-	code, err := f.send(ctx, "GET", "/api/v1/namespaces/default/configmaps/pico-config", "", nil)
+	var extra string
+	if f.useETag && f.etag != "" {
+		extra = "If-None-Match: " + f.etag
+	}
+	code, etag, err := f.sendExtra(ctx, "GET", "/api/v1/namespaces/default/configmaps/pico-config", "", nil, extra)
+	if err == nil && code == http.StatusNotModified && extra != "" {
+		return // unchanged: the values already applied stay
+	}
 	if err != nil || code != http.StatusOK {
 		return
+	}
+	if f.useETag {
+		f.etag = etag
 	}
 	// The firmware finds data.memory_values by substring search.
 	body := f.resp[:]
@@ -177,20 +190,30 @@ func (f *firmwareDevice) fail(kind, msg string) {
 // Only Run's goroutine calls it, so the buffers need no lock; the counters
 // take f.mu since Snapshot reads them.
 func (f *firmwareDevice) send(ctx context.Context, method, path, ctype string, body []byte) (int, error) {
+	code, _, err := f.sendExtra(ctx, method, path, ctype, body, "")
+	return code, err
+}
+
+// sendExtra is send with one extra header line (e.g. If-None-Match), placed
+// after the others; it also returns the answer's ETag.
+func (f *firmwareDevice) sendExtra(ctx context.Context, method, path, ctype string, body []byte, extra string) (int, string, error) {
 	if f.signer != nil {
 		p, q, _ := strings.Cut(path, "?")
 		auth, err := f.signer.Authorization(method, p, q, ctype, body)
 		if err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		f.req = appendFirmwareRequestAuth(f.req[:0], method, path, f.host, auth, ctype, body)
 	} else {
 		f.req = appendFirmwareRequest(f.req[:0], method, path, f.host, f.token, ctype, body)
 	}
+	if extra != "" { // before the blank line that ends the headers (GETs carry no body)
+		f.req = append(f.req[:len(f.req)-2-len(body)], extra+"\r\n\r\n"...)
+	}
 	f.count(func(r *DeviceReport) { r.Requests++ })
 	if len(f.req) > firmwareRequestBuffer {
 		f.fail("request-too-large", fmt.Sprintf("%s %s: %d bytes do not fit the %d-byte request buffer", method, path, len(f.req), firmwareRequestBuffer))
-		return 0, errors.New("request too large")
+		return 0, "", errors.New("request too large")
 	}
 	ctx, cancel := context.WithTimeout(ctx, firmwareIOTimeout)
 	defer cancel()
@@ -199,18 +222,18 @@ func (f *firmwareDevice) send(ctx context.Context, method, path, ctype string, b
 		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			f.fail("network", err.Error())
 		}
-		return 0, err
+		return 0, "", err
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(firmwareIOTimeout))
 	if _, err := conn.Write(f.req); err != nil {
 		f.fail("network", err.Error())
-		return 0, err
+		return 0, "", err
 	}
 	res, err := readFirmwareResponse(conn, f.resp[:])
 	if err != nil {
 		f.fail("network", err.Error())
-		return 0, err
+		return 0, "", err
 	}
 	f.count(func(r *DeviceReport) { r.MaxResponse = max(r.MaxResponse, res.total) })
 	if res.total > FirmwareBuffer-1 {
@@ -231,7 +254,7 @@ func (f *firmwareDevice) send(ctx context.Context, method, path, ctype string, b
 		}
 		f.fail("http-"+strconv.Itoa(res.code), fmt.Sprintf("%s %s: %d %s", method, path, res.code, snippet))
 	}
-	return res.code, nil
+	return res.code, res.etag, nil
 }
 
 // setClock keeps the board's notion of time from the Date header, as the
@@ -296,6 +319,7 @@ type firmwareResponse struct {
 	total   int    // bytes the server sent, headers included
 	chunked bool   // Transfer-Encoding: chunked
 	date    string // Date header
+	etag    string // ETag header
 	body    []byte // the part of the body that fit in the buffer
 }
 
@@ -363,6 +387,7 @@ func parseFirmwareHeaders(h []byte, res *firmwareResponse) {
 	}
 	res.chunked = bytes.EqualFold([]byte(headerValue(h, "Transfer-Encoding")), []byte("chunked"))
 	res.date = headerValue(h, "Date")
+	res.etag = headerValue(h, "ETag")
 }
 
 // headerValue finds a header case-insensitively in raw header bytes.

@@ -51,6 +51,15 @@ type Config struct {
 	// firmware's periods (10 s and 30 s); tests shorten them.
 	FirmwareStatusInterval time.Duration
 	FirmwareConfigInterval time.Duration
+	// FirmwareETag makes firmware-mode boards remember the ConfigMap's ETag
+	// and send it as If-None-Match (a one-header change to the reference
+	// firmware: an unchanged ConfigMap is then a 304 without a body). Off,
+	// the boards behave as the unmodified firmware.
+	FirmwareETag bool
+	// AgentConfigInterval makes each agent read the fleet's ConfigMap
+	// default/pico-config this often, with If-None-Match
+	// (device.Agent.ConfigMap); 0, the default, never.
+	AgentConfigInterval time.Duration
 	// Tune, when set, adjusts each agent's device.Config before New (tests
 	// shorten timings with it).
 	Tune func(*device.Config)
