@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -129,8 +130,11 @@ func TestSourceOutsideAllowlistRefused(t *testing.T) {
 	}
 }
 
-// TestSIGTERMDrainsSlowRequest: a request still arriving when SIGTERM comes is served in full, then the
-// gateway exits 0.
+// TestSIGTERMDrainsSlowRequest: a request still arriving when SIGTERM comes is served in full, and the
+// gateway exits 0 only after that. Each step waits for the event that proves the drain: the request is
+// in the handler (the in-flight gauge), shutdown has begun (the device port refuses new connections,
+// which the server's Shutdown closes first) while the process still runs, and only then does the rest
+// of the body go out.
 func TestSIGTERMDrainsSlowRequest(t *testing.T) {
 	gw := startGateway(t, "--shared-identity")
 	conn, err := net.Dial("tcp", gw.Addr)
@@ -141,21 +145,68 @@ func TestSIGTERMDrainsSlowRequest(t *testing.T) {
 	body := firmwareNode(t, "drain-node-1", "127.0.0.1")
 	fmt.Fprintf(conn, "POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
 	_, _ = io.WriteString(conn, body[:100])
-	time.Sleep(300 * time.Millisecond)
+	if !gatewaytest.WaitFor(context.Background(), 10*time.Second, func() bool { return inFlight(gw) == 1 }) {
+		t.Fatalf("the half-sent request is not in flight 10s after it began (gauge %v)", inFlight(gw))
+	}
+
 	gw.Signal(syscall.SIGTERM)
-	time.Sleep(500 * time.Millisecond)
+	refused := func() bool {
+		c, err := net.DialTimeout("tcp", gw.Addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close() // at once: an unused new connection would hold the drain up for 5s
+		return false
+	}
+	if !gatewaytest.WaitFor(context.Background(), 10*time.Second, refused) {
+		t.Fatal("the device port still accepts connections 10s after SIGTERM: shutdown has not begun")
+	}
+	select {
+	case <-gw.Exited():
+		t.Fatalf("the gateway exited with a request in flight (%v)", gw.Wait(0))
+	default:
+	}
+
 	_, _ = io.WriteString(conn, body[100:])
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatalf("reading the drained response: %v", err)
 	}
+	got, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading the drained response's body: %v", err)
+	}
 	if resp.StatusCode != 201 {
 		t.Errorf("got %d, want 201 for the request in flight at SIGTERM", resp.StatusCode)
+	}
+	var node corev1.Node
+	if err := json.Unmarshal(got, &node); err != nil || node.Name != "drain-node-1" || int64(len(got)) != resp.ContentLength {
+		t.Errorf("got a body of %d bytes (Content-Length %d) naming %q (%v), want the whole created Node drain-node-1", len(got), resp.ContentLength, node.Name, err)
 	}
 	if err := gw.Wait(30 * time.Second); err != nil {
 		t.Errorf("exit: got %v, want exit 0 after draining", err)
 	}
+}
+
+// inFlight reads picogate_requests_in_flight from the admin port (-1 when it cannot).
+func inFlight(gw *gatewaytest.Gateway) float64 {
+	resp, err := http.Get("http://" + gw.Admin + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "picogate_requests_in_flight "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return -1
+			}
+			return f
+		}
+	}
+	return -1
 }
 
 // TestReadyzFollowsAPIServer: /readyz turns false when the API server stops and true when it is back;
