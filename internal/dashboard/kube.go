@@ -2,9 +2,9 @@ package dashboard
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,12 +59,12 @@ type kubeView struct {
 	client kubernetes.Interface
 	log    *slog.Logger
 
-	mu     sync.RWMutex
-	status string // "" when the view is live; else why not, for the page
-	nodes  map[string]*nodeInfo
-	leases map[string]int64                      // node name → renewTime, unix milliseconds
-	pods   map[string]map[string]corev1.PodPhase // node name → "namespace/name" → phase
-	synced []cache.InformerSynced
+	mu          sync.RWMutex
+	status      string // "" when the view is complete and synced; else what is missing, for the page
+	nodes       map[string]*nodeInfo
+	leases      map[string]int64                      // node name → renewTime, unix milliseconds
+	pods        map[string]map[string]corev1.PodPhase // node name → "namespace/name" → phase
+	nodesSynced cache.InformerSynced                  // set once the node informer runs: the Ready chart needs it synced
 }
 
 func newKubeView(client kubernetes.Interface, log *slog.Logger) *kubeView {
@@ -77,46 +77,82 @@ func newKubeView(client kubernetes.Interface, log *slog.Logger) *kubeView {
 	return k
 }
 
-// accessNeeded is what the view lists and watches; the gateway's credential needs these rights
-// (deploy/rbac.yaml grants them).
-var accessNeeded = []authzv1.ResourceAttributes{
-	{Verb: "list", Resource: "nodes"},
-	{Verb: "watch", Resource: "nodes"},
-	{Verb: "list", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"},
-	{Verb: "watch", Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"},
-	{Verb: "list", Resource: "pods"},
-	{Verb: "watch", Resource: "pods"},
+// source is one part of the view: an informer and the rights it needs.
+type source struct {
+	what   string // for the page: "nodes", "leases in kube-node-lease", "pods"
+	access []authzv1.ResourceAttributes
+	start  func() cache.SharedIndexInformer
+	synced cache.InformerSynced
 }
 
-// run checks the credential's rights first (so a gateway without them shows why on the page instead of
-// logging a refused watch every second), retrying every minute, then runs the informers until ctx ends.
+func (k *kubeView) sources() []*source {
+	lease := func(verb string) authzv1.ResourceAttributes {
+		return authzv1.ResourceAttributes{Verb: verb, Group: "coordination.k8s.io", Resource: "leases", Namespace: "kube-node-lease"}
+	}
+	return []*source{
+		{what: "nodes", access: []authzv1.ResourceAttributes{{Verb: "list", Resource: "nodes"}, {Verb: "watch", Resource: "nodes"}}, start: k.nodeInformer},
+		{what: "leases in kube-node-lease", access: []authzv1.ResourceAttributes{lease("list"), lease("watch")}, start: k.leaseInformer},
+		{what: "pods", access: []authzv1.ResourceAttributes{{Verb: "list", Resource: "pods"}, {Verb: "watch", Resource: "pods"}}, start: k.podInformer},
+	}
+}
+
+// run starts each part of the view whose rights the gateway's credential has, checking first so that
+// a gateway without them says so on the page instead of logging a refused watch every second. Parts
+// still missing are checked again every minute. It returns when ctx ends.
 func (k *kubeView) run(ctx context.Context) {
 	if k.client == nil {
 		return
 	}
+	pending := k.sources()
+	var started []*source
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
-		err := k.checkAccess(ctx)
-		if err == nil {
-			break
+		var missing []string
+		var checkErr error
+		for _, src := range pending {
+			ok, err := k.allowed(ctx, src.access)
+			if err != nil {
+				checkErr = err
+				missing = append(missing, src.what)
+				continue
+			}
+			if !ok {
+				missing = append(missing, src.what)
+				continue
+			}
+			inf := src.start()
+			src.synced = inf.HasSynced
+			started = append(started, src)
+			wg.Go(func() { inf.RunWithContext(ctx) })
 		}
-		k.setStatus("Kubernetes view unavailable: " + err.Error())
+		pending = slices.DeleteFunc(pending, func(s *source) bool { return s.synced != nil })
+		synced := make([]cache.InformerSynced, 0, len(started))
+		for _, s := range started {
+			synced = append(synced, s.synced)
+		}
+		switch {
+		case checkErr != nil:
+			k.setStatus("Kubernetes view unavailable: checking the gateway's rights: " + checkErr.Error())
+		case len(missing) > 0:
+			k.setStatus("Kubernetes view incomplete: the gateway's credential may not list and watch " + strings.Join(missing, ", ") +
+				" (deploy/rbac.yaml grants it)")
+		default:
+			k.setStatus("syncing")
+		}
+		if len(started) > 0 && !cache.WaitForCacheSync(ctx.Done(), synced...) {
+			return
+		}
+		if len(pending) == 0 {
+			k.setStatus("")
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Minute):
 		}
 	}
-	k.setStatus("syncing")
-	informers := []cache.SharedIndexInformer{k.nodeInformer(), k.leaseInformer(), k.podInformer()}
-	var wg sync.WaitGroup
-	for _, inf := range informers {
-		k.synced = append(k.synced, inf.HasSynced)
-		wg.Go(func() { inf.RunWithContext(ctx) })
-	}
-	if cache.WaitForCacheSync(ctx.Done(), k.synced...) {
-		k.setStatus("")
-	}
-	wg.Wait()
 }
 
 func (k *kubeView) setStatus(s string) {
@@ -125,26 +161,19 @@ func (k *kubeView) setStatus(s string) {
 	k.mu.Unlock()
 }
 
-func (k *kubeView) checkAccess(ctx context.Context) error {
-	var errs []error
-	for _, ra := range accessNeeded {
+// allowed asks the API server whether the gateway's credential may do all of access.
+func (k *kubeView) allowed(ctx context.Context, access []authzv1.ResourceAttributes) (bool, error) {
+	for _, ra := range access {
 		rev, err := k.client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authzv1.SelfSubjectAccessReview{
 			Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &ra}}, metav1.CreateOptions{})
-		switch {
-		case err != nil:
-			return fmt.Errorf("checking the gateway's rights: %w", err)
-		case !rev.Status.Allowed:
-			what := ra.Resource
-			if ra.Namespace != "" {
-				what += " in " + ra.Namespace
-			}
-			errs = append(errs, fmt.Errorf("%s %s", ra.Verb, what))
+		if err != nil {
+			return false, err
+		}
+		if !rev.Status.Allowed {
+			return false, nil
 		}
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("the gateway's credential may not %w (apply deploy/rbac.yaml)", errors.Join(errs...))
-	}
-	return nil
+	return true, nil
 }
 
 func listWatch[L runtime.Object](list func(context.Context, metav1.ListOptions) (L, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), opts func(*metav1.ListOptions)) *cache.ListWatch {
@@ -164,6 +193,9 @@ func (k *kubeView) nodeInformer() cache.SharedIndexInformer {
 	nodes := k.client.CoreV1().Nodes()
 	sel := labels.SelectorFromSet(labels.Set{registry.NodeMarkerLabel: "true"}).String()
 	inf := cache.NewSharedIndexInformer(listWatch(nodes.List, nodes.Watch, func(o *metav1.ListOptions) { o.LabelSelector = sel }), &corev1.Node{}, 0, cache.Indexers{})
+	k.mu.Lock()
+	k.nodesSynced = inf.HasSynced
+	k.mu.Unlock()
 	_ = inf.SetTransform(func(obj any) (any, error) {
 		if n, ok := obj.(*corev1.Node); ok {
 			n.ManagedFields, n.Annotations = nil, nil
@@ -327,11 +359,12 @@ func (k *kubeView) row(name string) kubeRow {
 	return r
 }
 
-// readyCount is the number of device Nodes Ready, and of device Nodes; -1, -1 when the view is not live.
+// readyCount is the number of device Nodes Ready, and of device Nodes; -1, -1 while the Nodes are not
+// known.
 func (k *kubeView) readyCount() (ready, nodes int) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	if k.status != "" {
+	if k.nodesSynced == nil || !k.nodesSynced() {
 		return -1, -1
 	}
 	for _, n := range k.nodes {

@@ -305,9 +305,10 @@ async function refreshCharts() {
     const num = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
     drawChart($('chart-rps'), ['2xx', '3xx', '4xx', '5xx'].map((_, i) => ({ color: chartColors[i], value: (p) => p.rps[i] })), pts, num);
     drawChart($('chart-p99'), [{ color: '#6a1b9a', value: (p) => p.p99 }], pts, num);
-    drawChart($('chart-upstream'), [{ color: '#c62828', value: (p) => p.upstream }], pts, (v) => v.toFixed(0));
+    const count = (v) => (Number.isInteger(v) || v >= 10 ? v.toFixed(0) : v.toFixed(1));
+    drawChart($('chart-upstream'), [{ color: '#c62828', value: (p) => p.upstream }], pts, count);
     const known = pts.filter((p) => p.nodes >= 0);
-    drawChart($('chart-ready'), [{ color: '#2e7d32', value: (p) => p.ready }, { color: '#999', value: (p) => p.nodes }], known, (v) => v.toFixed(0));
+    drawChart($('chart-ready'), [{ color: '#2e7d32', value: (p) => p.ready }, { color: '#999', value: (p) => p.nodes }], known, count);
   } catch (e) { /* the stream's status shows connectivity */ }
 }
 
