@@ -357,3 +357,19 @@ func TestKeyExchangeFresh(t *testing.T) {
 		t.Fatal("PublicKey returned the exchange's own slice")
 	}
 }
+
+// BenchmarkKeyExchangeEnroll is the board's whole cost of an enrollment's key agreement: a fresh
+// ephemeral key (one X25519 multiplication), the shared secret (another), transcript, HKDF, confirm.
+func BenchmarkKeyExchangeEnroll(b *testing.B) {
+	s, _ := ecdh.X25519().NewPrivateKey(seq(0x01, 32))
+	S := s.PublicKey().Bytes()
+	for b.Loop() {
+		k, err := NewKeyExchange(S, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := k.Enroll("pico-7", "E6614C311B5C6A2D", "pge_abc123.secret"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
