@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/picogate/picogate/internal/dashboard"
 	"github.com/picogate/picogate/internal/enroll"
 	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/health"
@@ -94,6 +95,7 @@ type parts struct {
 	reg     *registry.Cache
 	gw      *gateway.Gateway
 	prober  *health.Prober
+	dash    *dashboard.Dashboard // the fleet dashboard on the admin port
 	devLn   net.Listener
 	adminLn net.Listener
 	// background runs beside the listeners until they have stopped: the registry's informer, the
@@ -151,6 +153,8 @@ func build(cfg Config) (*parts, error) {
 				p.background = append(p.background, feat.Service.Run)
 			}
 		}
+		p.dash, err = dashboard.New(dashboard.Config{Registry: p.reg, Client: p.up.Client, Logger: log})
+		fail(err)
 		p.gw, err = gateway.New(gc)
 		if !fail(err) {
 			p.reg.Subscribe(p.gw.DeviceChanged)
@@ -183,8 +187,11 @@ func (p *parts) serve(ctx context.Context, cfg Config) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.gw.Serve(gctx, p.devLn, cfg.Server) })
+	g.Go(func() error { return p.dash.Run(gctx) }) // ends its live streams as shutdown begins
 	g.Go(func() error {
-		return gateway.ServeAdmin(gctx, p.adminLn, p.gw.AdminMux(health.ServeHealth, p.prober.ServeReady, cfg.Profiling))
+		mux := p.gw.AdminMux(health.ServeHealth, p.prober.ServeReady, cfg.Profiling)
+		p.dash.Register(mux)
+		return gateway.ServeAdmin(gctx, p.adminLn, mux)
 	})
 	err := g.Wait()
 	stopBg()
