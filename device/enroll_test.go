@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdh"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,13 +13,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/picogate/picogate/internal/hmacauth"
 )
 
 // fakeGateway is the gateway's side of enrollment and rotation, built from this package's key agreement
@@ -133,19 +133,13 @@ func (g *fakeGateway) rotate(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	body, _ := io.ReadAll(r.Body)
-	h, err := hmacauth.ParseAuthorization(r.Header.Get("Authorization"))
-	if err != nil {
-		g.refuse(w, http.StatusUnauthorized, "not signed")
-		return
-	}
-	cur := g.keys[h.Credential]
-	m := &hmacauth.Message{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, ContentType: r.Header.Get("Content-Type"),
-		Timestamp: h.TimeRaw, Nonce: h.Nonce, BodySHA256: sha256.Sum256(body)}
-	if cur == nil || !hmacauth.Verify(cur, m, &h.Signature) {
+	name, ts, ok := verifySigned(r, body, g.keys)
+	if !ok {
 		g.refuse(w, http.StatusUnauthorized, "authentication required")
 		return
 	}
-	if d := time.Since(time.Unix(h.Timestamp, 0).Add(-g.skew)); d > 30*time.Second || d < -30*time.Second {
+	cur := g.keys[name]
+	if d := time.Since(time.Unix(ts, 0).Add(-g.skew)); d > 30*time.Second || d < -30*time.Second {
 		g.refuse(w, http.StatusUnauthorized, fmt.Sprintf("request timestamp is %s from the gateway's clock", d))
 		return
 	}
@@ -155,14 +149,33 @@ func (g *fakeGateway) rotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, confirm, err := g.agree(req.EphemeralKey, func(E []byte) [32]byte {
-		return RotateTranscript(g.publicKey(), E, h.Credential, cur)
+		return RotateTranscript(g.publicKey(), E, name, cur)
 	})
 	if err != nil {
 		g.refuse(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	g.keys[h.Credential] = key
-	g.answer(w, http.StatusOK, map[string]any{"name": h.Credential, "auth": "hmac", "keyConfirm": hex.EncodeToString(confirm)})
+	g.keys[name] = key
+	g.answer(w, http.StatusOK, map[string]any{"name": name, "auth": "hmac", "keyConfirm": hex.EncodeToString(confirm)})
+}
+
+// signedHeader is the Authorization of a signed request (docs/device-protocol.md, "Signed requests").
+var signedHeader = regexp.MustCompile(`^PGW1-HMAC-SHA256 Credential=([a-z0-9.-]+), Timestamp=([0-9]+), Nonce=([0-9a-f]{32}), Signature=([0-9a-f]{64})$`)
+
+// verifySigned checks a signed request the way the protocol document describes it, independently of
+// HMACSigner: the device's name and the request's timestamp when the signature matches its key.
+func verifySigned(r *http.Request, body []byte, keys map[string][]byte) (name string, ts int64, ok bool) {
+	m := signedHeader.FindStringSubmatch(r.Header.Get("Authorization"))
+	if m == nil || keys[m[1]] == nil {
+		return "", 0, false
+	}
+	bodyHash := sha256.Sum256(body)
+	canonical := strings.Join([]string{r.Method, r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get("Content-Type"), m[2], m[3], hex.EncodeToString(bodyHash[:])}, "\n")
+	mac := hmac.New(sha256.New, keys[m[1]])
+	mac.Write([]byte(canonical))
+	sig, _ := hex.DecodeString(m[4])
+	ts, err := strconv.ParseInt(m[2], 10, 64)
+	return m[1], ts, err == nil && hmac.Equal(mac.Sum(nil), sig)
 }
 
 func (g *fakeGateway) key(name string) []byte {
