@@ -33,7 +33,7 @@ func run() error {
 	flag.BoolVar(&cfg.FirmwareETag, "firmware-etag", false, "firmware mode: boards send the ConfigMap's last ETag as If-None-Match (a one-header change to the reference firmware)")
 	flag.DurationVar(&cfg.AgentConfigInterval, "agent-config-interval", 0, "agent mode: each board reads ConfigMap default/pico-config this often, with If-None-Match (default: never)")
 	enrollToken := flag.String("enroll-token", "", "instead of --credentials: the boards enroll themselves with this enrollment token (pge_…), as hmac devices with key agreement")
-	gatewayKey := flag.String("gateway-key", "", "with --enroll-token: the gateway public key (64 hex digits) `picogate token create` printed, pinned by every board")
+	gatewayKey := flag.String("gateway-key", "", "with --enroll-token: the gateway public key (64 hex digits) that picogate token create printed, pinned by every board")
 	count := flag.Int("count", 1, "with --enroll-token: how many boards enroll")
 	prefix := flag.String("prefix", sim.DefaultEnrollPrefix, "with --enroll-token: the boards are PREFIX1 … PREFIXcount")
 	reportJSON := flag.String("report-json", "", "also write the final report as JSON to this file")
@@ -46,7 +46,7 @@ func run() error {
 	case *enrollToken != "":
 		key, err := device.ParseGatewayKey(*gatewayKey)
 		if err != nil {
-			return fmt.Errorf("--gateway-key: want the %d hex digits `picogate token create` printed", 2*device.GatewayKeySize)
+			return fmt.Errorf("--gateway-key: want the %d hex digits that picogate token create printed", 2*device.GatewayKeySize)
 		}
 		cfg.Enrollment = &sim.Enrollment{Token: *enrollToken, GatewayKey: key, Count: *count, Prefix: *prefix}
 	default:
