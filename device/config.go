@@ -250,25 +250,6 @@ func setDefault(s *string, def string) {
 	}
 }
 
-// validName checks an RFC 1123 label-ish node name: what `picogate device
-// add` accepts, and what is safe to put in a URL path unescaped.
-func validName(s string) error {
-	if s == "" {
-		return errors.New("required")
-	}
-	if len(s) > 63 {
-		return fmt.Errorf("%q: longer than 63 characters", s)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-		if !alnum && (c != '-' && c != '.' || i == 0 || i == len(s)-1) {
-			return fmt.Errorf("%q: want lowercase letters, digits, '-' and '.', starting and ending with a letter or digit", s)
-		}
-	}
-	return nil
-}
-
 func validLabelValue(s string) error {
 	if len(s) > 63 {
 		return errors.New("longer than 63 characters")

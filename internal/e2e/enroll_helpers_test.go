@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
+	"github.com/picogate/picogate/device"
 	"github.com/picogate/picogate/internal/gatewaytest"
 	"github.com/picogate/picogate/internal/hmacauth"
 )
@@ -209,7 +210,7 @@ type signer struct {
 func newSigner(t testing.TB, name, keyHex string) *signer {
 	t.Helper()
 	k, err := hex.DecodeString(keyHex)
-	if err != nil || len(k) != hmacauth.KeySize {
+	if err != nil || len(k) != device.KeySize {
 		t.Fatalf("device %s: key %q is not 64 hex digits", name, keyHex)
 	}
 	return &signer{name: name, key: k}

@@ -6,10 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // Enrollment token Secrets, shaped like Kubernetes bootstrap tokens (a Secret per token, an id in its
@@ -45,25 +46,13 @@ const (
 	ApproveManual Approve = "manual"
 )
 
-// Token is an enrollment token. It formats as "[redacted]" so it cannot leak through %v or slog.
-type Token string
-
-// String redacts the token.
-func (Token) String() string { return "[redacted]" }
-
-// LogValue redacts the token.
-func (Token) LogValue() slog.Value { return slog.StringValue("[redacted]") }
-
-// Reveal returns the token itself, for the one place that prints it (token create).
-func (t Token) Reveal() string { return string(t) }
-
-// newToken returns a fresh token and its id.
-func newToken() (Token, string, error) {
+// newToken returns a fresh enrollment token (redacted when formatted, like a device's) and its id.
+func newToken() (registry.Token, string, error) {
 	id, err := randomID()
 	if err != nil {
 		return "", "", err
 	}
-	return Token(TokenPrefix + id + "." + strings.ToLower(rand.Text())), id, nil
+	return registry.Token(TokenPrefix + id + "." + strings.ToLower(rand.Text())), id, nil
 }
 
 // randomID returns idLen characters from [a-z0-9], uniformly.

@@ -64,7 +64,7 @@ func (s TokenSpec) Validate() error {
 }
 
 // Create stores a new token and returns it: the only time it exists outside the device that uses it.
-func (t *Tokens) Create(ctx context.Context, spec TokenSpec) (Token, *TokenInfo, error) {
+func (t *Tokens) Create(ctx context.Context, spec TokenSpec) (registry.Token, *TokenInfo, error) {
 	if err := spec.Validate(); err != nil {
 		return "", nil, err
 	}

@@ -14,7 +14,8 @@
 // The grammar is exact (one space after the scheme, parameters in this order separated by ", ", lowercase
 // hex) so a C firmware can produce it with one snprintf and the gateway can parse it without allocating.
 // The device/ package has its own implementation of the signing side (standard library only, for TinyGo);
-// both are checked against the same test vectors.
+// both are checked against the same test vectors. Keys are device.KeySize bytes; a Credential must pass
+// device.ValidateNodeName (the registry decides whether such a device exists).
 package hmacauth
 
 import (
@@ -27,13 +28,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/picogate/picogate/device"
 )
 
 // Scheme is the Authorization scheme of a signed request.
 const Scheme = "PGW1-HMAC-SHA256"
-
-// KeySize is the size of a device key in bytes (256 bits).
-const KeySize = 32
 
 // NonceHexLen is the length of a nonce in hex digits (128 random bits).
 const NonceHexLen = 32
@@ -71,7 +71,7 @@ func ParseAuthorization(v string) (Header, error) {
 	rest := v[len(Scheme)+1:]
 	var ok bool
 	var sig, ts string
-	if h.Credential, rest, ok = param(rest, "Credential=", true); !ok || !validName(h.Credential) {
+	if h.Credential, rest, ok = param(rest, "Credential=", true); !ok || device.ValidateNodeName(h.Credential) != nil {
 		return Header{}, ErrMalformed
 	}
 	if ts, rest, ok = param(rest, "Timestamp=", true); !ok || !digits(ts, maxTimestampDigits) {
@@ -108,21 +108,6 @@ func param(s, key string, more bool) (value, rest string, ok bool) {
 		return "", "", false
 	}
 	return s[:i], s[i+2:], true
-}
-
-// validName accepts the characters of a Kubernetes node name (lowercase alphanumerics, '-' and '.'),
-// at most 253 of them; the registry decides whether such a device exists.
-func validName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 func digits(s string, max int) bool {

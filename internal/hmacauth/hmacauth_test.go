@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/picogate/picogate/device"
 )
 
 // Vector is one signing test vector of testdata/vectors.json (computed with openssl, independently of
@@ -36,7 +38,7 @@ func loadVectors(t testing.TB) []Vector {
 func (v Vector) message(t testing.TB) (*Message, []byte) {
 	t.Helper()
 	key, err := hex.DecodeString(v.Key)
-	if err != nil || len(key) != KeySize {
+	if err != nil || len(key) != device.KeySize {
 		t.Fatalf("%s: bad key", v.Name)
 	}
 	return &Message{Method: v.Method, Path: v.Path, Query: v.Query, ContentType: v.ContentType,

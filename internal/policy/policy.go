@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/picogate/picogate/device"
 )
 
 // Rule allows one shape of request. Path is a slash-separated pattern whose segments are literals,
@@ -299,17 +301,6 @@ func (c *compiled) matchPath(path, self string) bool {
 	return true
 }
 
-// validName accepts a Kubernetes object name (DNS-1123 subdomain, ≤ 253): the only thing a placeholder
-// segment may be.
-func validName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return s[0] != '-' && s[0] != '.' && s[len(s)-1] != '-' && s[len(s)-1] != '.'
-}
+// validName accepts a Kubernetes object name (DNS-1123 subdomain, ≤ 253, the rule of device.ValidateNodeName,
+// which most kinds share with Node): the only thing a placeholder segment may be.
+func validName(s string) bool { return device.ValidateNodeName(s) == nil }

@@ -16,10 +16,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/picogate/picogate/device"
 )
 
 // AuthMode is how a device proves who it is.
@@ -108,8 +109,8 @@ type Enrollment struct {
 	TokenHash [sha256.Size]byte
 }
 
-// KeySize is the size of an hmac-mode device key: 256 bits.
-const KeySize = 32
+// KeySize is the size of an hmac-mode device key: device.KeySize, the key the board signs with.
+const KeySize = device.KeySize
 
 // HasCredential reports whether the device has a credential to authenticate with (a pending enrollment
 // of a new device has none yet).
@@ -162,10 +163,11 @@ func (d *Device) SourceString() string {
 	return d.Source.String()
 }
 
-// ValidateName checks a device name is a valid Kubernetes node name that also fits the Secret name.
+// ValidateName checks a device name is a valid Kubernetes node name (device.ValidateNodeName) that also
+// fits the Secret name.
 func ValidateName(name string) error {
-	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
-		return fmt.Errorf("invalid device name %q: %s", name, strings.Join(msgs, "; "))
+	if err := device.ValidateNodeName(name); err != nil {
+		return fmt.Errorf("invalid device name %q: %w", name, err)
 	}
 	if len(SecretPrefix)+len(name) > validation.DNS1123SubdomainMaxLength {
 		return fmt.Errorf("invalid device name %q: at most %d characters", name, validation.DNS1123SubdomainMaxLength-len(SecretPrefix))
@@ -176,7 +178,8 @@ func ValidateName(name string) error {
 // SecretName is the name of the Secret that holds device name.
 func SecretName(name string) string { return SecretPrefix + name }
 
-// Token is a device's bearer credential. It formats as "[redacted]" so it cannot leak through %v or slog.
+// Token is a bearer secret: a device's token, or an enrollment token (package enroll). It formats as
+// "[redacted]" so it cannot leak through %v or slog.
 type Token string
 
 // String redacts the token.
