@@ -143,7 +143,14 @@ type deviceStats struct {
 
 	rate      [rateSlots]uint32
 	rateEpoch [rateSlots]int64
+
+	// texts are the strings of the last row built, rebuilt only when version moved past textsAt, so
+	// a snapshot of a quiet fleet allocates no strings.
+	texts   rowTexts
+	textsAt uint64
 }
+
+type rowTexts struct{ client, ua, lastRefusal, lastRule string }
 
 func newDeviceStats(requests, refusals int) *deviceStats {
 	return &deviceStats{requests: make([]entry, 0, requests), refusals: make([]refusalEntry, 0, refusals)}
@@ -157,17 +164,20 @@ func deviceBytes(requests, refusals int) int {
 
 func (s *deviceStats) record(ev *Event, class Class) {
 	at := ev.Start.UnixNano()
-	e := entry{at: at, dur: ev.Duration, rule: ev.Rule, status: int16(min(ev.Status, 999)), class: class, method: methodIndex(ev.Method), watch: ev.Watch}
-	e.path.n, e.path.cut = setText(e.path.b[:], ev.Path)
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.version++
+	// The entry is written in place: the ring's memory is the only memory a request touches.
+	var e *entry
 	if len(s.requests) < cap(s.requests) {
-		s.requests = append(s.requests, e)
+		s.requests = s.requests[:len(s.requests)+1]
+		e = &s.requests[len(s.requests)-1]
 	} else if cap(s.requests) > 0 {
-		s.requests[s.reqNext] = e
+		e = &s.requests[s.reqNext]
 		s.reqNext = (s.reqNext + 1) % cap(s.requests)
+	}
+	if e != nil {
+		e.fill(ev, at, class)
 	}
 	if class.Refused() {
 		var r *refusalEntry
@@ -179,7 +189,7 @@ func (s *deviceStats) record(ev *Event, class Class) {
 			s.refNext = (s.refNext + 1) % cap(s.refusals)
 		}
 		if r != nil {
-			r.entry = e
+			r.entry.fill(ev, at, class)
 			r.reason.n, r.reason.cut = setText(r.reason.b[:], ev.Reason)
 		}
 	}
@@ -203,6 +213,12 @@ func (s *deviceStats) record(ev *Event, class Class) {
 		s.rateEpoch[slot], s.rate[slot] = epoch, 0
 	}
 	s.rate[slot]++
+}
+
+func (e *entry) fill(ev *Event, at int64, class Class) {
+	e.at, e.dur, e.rule, e.status, e.class = at, ev.Duration, ev.Rule, int16(min(ev.Status, 999)), class
+	e.method, e.watch = methodIndex(ev.Method), ev.Watch
+	e.path.n, e.path.cut = setText(e.path.b[:], ev.Path)
 }
 
 // authName maps the gateway's auth modes onto constants, so a device's state never retains a string

@@ -50,26 +50,29 @@ func deviceStatus(dev *registry.Device) string {
 	return "active"
 }
 
-// fillStats copies a device's gateway-side figures into r.
+// fill copies a device's gateway-side figures into r.
 func (s *deviceStats) fill(r *Row, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.textsAt != s.version || s.version == 0 {
+		s.texts = rowTexts{ua: getText(s.ua.b[:], s.ua.n, s.ua.cut)}
+		if s.lastClient.IsValid() {
+			s.texts.client = s.lastClient.String()
+		}
+		if n := len(s.refusals); n > 0 {
+			last := &s.refusals[(s.refNext+n-1)%n]
+			s.texts.lastRefusal, s.texts.lastRule = getText(last.reason.b[:], last.reason.n, last.reason.cut), last.rule
+		}
+		s.textsAt = s.version
+	}
+	r.Client, r.UserAgent, r.LastRefusal, r.LastRule = s.texts.client, s.texts.ua, s.texts.lastRefusal, s.texts.lastRule
 	if s.lastSeen > 0 {
 		r.LastSeen = s.lastSeen / int64(time.Millisecond)
 	}
-	if s.lastClient.IsValid() {
-		r.Client = s.lastClient.String()
-	}
-	r.UserAgent = getText(s.ua.b[:], s.ua.n, s.ua.cut)
 	r.PerMinute = s.perMinute(now)
 	r.Requests = s.total
 	r.Classes = s.byClass
 	r.RateLimited = s.rateLimited
-	if n := len(s.refusals); n > 0 {
-		last := &s.refusals[(s.refNext+n-1)%n]
-		r.LastRefusal = getText(last.reason.b[:], last.reason.n, last.reason.cut)
-		r.LastRule = last.rule
-	}
 }
 
 // snapshot is every device's row at one moment, shared by the streams of one tick.
