@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -131,11 +130,7 @@ func (b *Bench) fleetSize(ctx context.Context, l *lab, n int) (FleetRow, error) 
 	if err != nil {
 		return FleetRow{}, err
 	}
-	var sr simReport
-	raw, err := os.ReadFile(report)
-	if err == nil {
-		err = json.Unmarshal(raw, &sr)
-	}
+	sr, err := readSimReport(report)
 	if err != nil {
 		return FleetRow{}, fmt.Errorf("picosim report: %w (%s)", err, sim.tail(5))
 	}

@@ -11,25 +11,26 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/picogate/picogate/internal/sim"
 )
 
-// simReport is the part of picosim's --report-json the bench reads.
-type simReport struct {
-	Devices           int               `json:"devices"`
-	DurationSeconds   float64           `json:"duration_seconds"`
-	Requests          uint64            `json:"requests"`
-	Errors            map[string]uint64 `json:"errors"`
-	DevicesReady      int               `json:"devices_ready"`
-	LeaseRenewals     uint64            `json:"lease_renewals"`
-	LeaseRenewalsLate uint64            `json:"lease_renewals_late"`
-	StatusPatches     uint64            `json:"status_patches"`
-	OversizeResponses uint64            `json:"oversize_responses"`
-	ChunkedResponses  uint64            `json:"chunked_responses"`
+// readSimReport reads picosim's --report-json.
+func readSimReport(path string) (*sim.Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r sim.Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
 }
 
 // mixResult is one round of the mixed fleet: picosim's agents and firmware boards together.
 type mixResult struct {
-	agent, firmware simReport
+	agent, firmware *sim.Report
 	elapsed         time.Duration
 }
 
@@ -73,12 +74,10 @@ func (l *lab) runMix(ctx context.Context, t *target, window func(bool)) (mixResu
 	}
 	res.elapsed = time.Since(start)
 	window(false)
-	for i, out := range []*simReport{&res.agent, &res.firmware} {
-		b, err := os.ReadFile(filepath.Join(dir, []string{"agent", "firmware"}[i]+".json"))
-		if err == nil {
-			err = json.Unmarshal(b, out)
-		}
-		if err != nil {
+	for i, out := range []**sim.Report{&res.agent, &res.firmware} {
+		var err error
+		if *out, err = readSimReport(filepath.Join(dir, []string{"agent", "firmware"}[i]+".json")); err != nil {
+			*out = &sim.Report{}
 			errs = append(errs, fmt.Errorf("%s report: %w (%s)", procs[i].name, err, procs[i].tail(5)))
 		}
 	}
@@ -125,7 +124,7 @@ func (l *lab) resetDevices(ctx context.Context) error {
 // addMix adds a fleet-mix round: requests and errors as picosim counted them; no latencies (picosim
 // does not time requests).
 func (c *cell) addMix(r mixResult, u usage) {
-	for _, s := range []simReport{r.agent, r.firmware} {
+	for _, s := range []*sim.Report{r.agent, r.firmware} {
 		c.requests += int64(s.Requests)
 		m := map[string]int64{}
 		for k, v := range s.Errors {
