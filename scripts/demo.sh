@@ -36,10 +36,11 @@ pids+=($!)
 wait_for 120 "the control plane" test -s "$K"
 wait_for 60 "the API server" kc get --raw /readyz
 
-say "starting picogate serve on :$PORT (devices) and 127.0.0.1:$ADMIN_PORT (health, metrics)"
+say "starting picogate serve on :$PORT (devices) and 127.0.0.1:$ADMIN_PORT (fleet dashboard, health, metrics)"
 "$BIN/picogate" serve --kubeconfig "$K" --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" >"$STATE/picogate.log" 2>&1 &
 pids+=($!)
 wait_for 30 "picogate /readyz" curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz"
+say "fleet dashboard: http://127.0.0.1:$ADMIN_PORT/ (open it in a browser on this machine)"
 
 say "provisioning $DEVICES devices: picogate device add --count $DEVICES --prefix pico- -o json"
 "$BIN/picogate" device add --kubeconfig "$K" --count "$DEVICES" --prefix pico- -o json >"$STATE/devices.json"
@@ -61,7 +62,7 @@ kc apply -f deploy/examples/pico-config.yaml -f deploy/examples/fleet-config-rba
   tok=$(sed -n 's/.*"token": "\(pgt_[^"]*\)".*/\1/p' "$STATE/devices.json" | head -1)
   printf '    $ curl -H "Authorization: Bearer pgt_…" http://127.0.0.1:%s/api/v1/nodes/pico-2\n    ' "$PORT"
   curl -s -H "Authorization: Bearer $tok" "http://127.0.0.1:$PORT/api/v1/nodes/pico-2"; echo
-  say "live fleet summary below; Ctrl-C stops and cleans up"
+  say "live fleet summary below, the dashboard at http://127.0.0.1:$ADMIN_PORT/; Ctrl-C stops and cleans up"
 ) &
 pids+=($!)
 
