@@ -8,6 +8,7 @@ import (
 
 	"github.com/picogate/picogate/internal/hmacauth"
 	"github.com/picogate/picogate/internal/registry"
+	"github.com/picogate/picogate/internal/status"
 )
 
 // Registry is what authentication needs from the device registry.
@@ -38,54 +39,71 @@ const (
 var authReasons = []string{authMissing, authMalformed, authUnknown, authRevoked, authSource, authNotSynced,
 	authBadSignature, authClockSkew, authReplay, authNonceFull, authHMACRequired}
 
-// authenticate identifies the device: by its request signature (hmac mode), its bearer token, else (ip
-// mode) by its source address. A device found is forwarded as its own node. Without a credential the
+// authenticate decides who the request is forwarded as (see Identity): a device by its request
+// signature (hmac mode), its bearer token, else (ip mode) its source address. Without a credential the
 // request is refused unless the gateway runs with --shared-identity; a credential that is present but
 // wrong is always refused, so a typo never silently downgrades a device to the shared identity. The
 // response never says which check failed, except for a clock or nonce problem a device must fix itself;
-// the log and metrics always do. With RequireHMAC every unsigned device is refused.
+// the log and metrics always do. With RequireHMAC every unsigned device is refused. An anonymous local
+// endpoint (the time, enrollment) looks at no credential.
+//
+// A signed request is only a claim here: its header is checked (grammar, a known hmac device, its
+// source, the timestamp window), which costs nothing. The signature covers the body, which is read only
+// after the limits; verify checks it then.
 func (g *Gateway) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info := infoFrom(r)
-		if authz := r.Header["Authorization"]; len(authz) == 1 && hmacauth.IsSigned(authz[0]) {
-			g.authenticateSigned(w, r, info, authz[0], next)
+		if rt := routeFrom(r).local; rt != nil && !rt.Device && !(rt.OptionalDevice && len(r.Header["Authorization"]) > 0) {
+			next.ServeHTTP(w, with(r, identityKey, Identity{}))
 			return
 		}
-		d, reason := g.identify(r, info.client)
+		client := clientFrom(r)
+		if authz := r.Header["Authorization"]; len(authz) == 1 && hmacauth.IsSigned(authz[0]) {
+			id, reason, detail := g.claim(r, client, authz[0])
+			if reason != "" {
+				g.refuseAuth(w, r, reason, detail)
+				return
+			}
+			next.ServeHTTP(w, with(r, identityKey, id))
+			return
+		}
+		d, reason := g.identify(r, client)
 		if reason == "" && d != nil && g.cfg.RequireHMAC {
 			reason = authHMACRequired
 		}
 		if reason != "" {
-			g.refuseAuth(w, info, reason, "")
+			g.refuseAuth(w, r, reason, "")
 			return
 		}
+		id := Identity{kind: sharedIdentity}
 		if d != nil {
-			info.device = d
-			info.state = g.states.get(d.Name)
+			id = Identity{kind: deviceIdentity, device: d, state: g.states.get(d.Name)}
 		}
-		next.ServeHTTP(w, r)
+		recordFrom(r).noteIdentity(id)
+		next.ServeHTTP(w, with(r, identityKey, id))
 	})
 }
 
 // refuseAuth answers an authentication failure and counts it; detail, if set, replaces the generic
 // message for failures the device can only fix if it is told (its clock, its nonces).
-func (g *Gateway) refuseAuth(w http.ResponseWriter, info *reqInfo, reason, detail string) {
+func (g *Gateway) refuseAuth(w http.ResponseWriter, r *http.Request, reason, detail string) {
 	g.metrics.authFailures.WithLabelValues(reason).Inc()
+	e := &status.Error{Code: http.StatusUnauthorized, Message: detail}
 	switch reason {
 	case authNotSynced:
-		g.refuseRetry(w, info, http.StatusServiceUnavailable, "auth", "the device registry has not been loaded yet", retryAfterUnavailable)
-		return
+		e = &status.Error{Code: http.StatusServiceUnavailable, Message: "the device registry has not been loaded yet", RetryAfter: retryAfterUnavailable}
 	case authNonceFull:
-		g.refuseRetry(w, info, http.StatusTooManyRequests, "auth", detail, time.Second)
-		return
+		e = &status.Error{Code: http.StatusTooManyRequests, Message: detail, RetryAfter: time.Second}
 	case authHMACRequired:
-		detail = "this gateway requires signed requests (auth hmac): bearer tokens and ip-mode devices are refused"
+		e.Message = "this gateway requires signed requests (auth hmac): bearer tokens and ip-mode devices are refused"
 	}
-	if detail == "" {
-		detail = "authentication required: missing, unknown or revoked device credential"
+	if e.Message == "" {
+		e.Message = "authentication required: missing, unknown or revoked device credential"
 	}
-	g.refuse(w, info, http.StatusUnauthorized, "auth", detail)
-	info.reason = "authentication failed: " + reason
+	logged := e.Message
+	if e.Code == http.StatusUnauthorized {
+		logged = "authentication failed: " + reason
+	}
+	refuseAs(w, r, "auth", logged, e)
 }
 
 // identify returns the device, nil for the shared identity, or a failure reason.

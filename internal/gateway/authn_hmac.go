@@ -1,10 +1,9 @@
 package gateway
 
 import (
-	"bytes"
 	"crypto/sha256"
-	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -12,79 +11,33 @@ import (
 	"github.com/picogate/picogate/internal/registry"
 )
 
-// authenticateSigned authenticates a signed request (hmac mode; the format is in internal/hmacauth).
-// The cheap checks come first — header grammar, a known hmac device, its source, the timestamp window —
-// so a stranger costs no body read. Then the body is read (it is signed) and buffered here for the rest
-// of the chain (limit does not read it again), the signature is checked against the device's key and,
-// during a rotation, its next key, and the nonce is recorded so this gateway accepts the request once.
-// Verifying before anything else of the device's is touched means a forged request cannot spend a
-// device's rate limit or nonce cache.
-func (g *Gateway) authenticateSigned(w http.ResponseWriter, r *http.Request, info *reqInfo, authz string, next http.Handler) {
+// claim checks a signed request's header (hmac mode; the format is in internal/hmacauth) without its
+// body: the grammar, a known hmac device, its source, the timestamp window, a single Content-Type. A
+// stranger fails here at the cost of a map lookup. What passes is a claim on the device, not yet the
+// device: verify checks the signature once the body is read.
+func (g *Gateway) claim(r *http.Request, client netip.Addr, authz string) (id Identity, reason, detail string) {
 	h, err := hmacauth.ParseAuthorization(authz)
 	if err != nil {
-		g.refuseAuth(w, info, authMalformed, "")
-		return
+		return Identity{}, authMalformed, ""
 	}
-	d, reason := g.signedDevice(h.Credential, info)
+	d, reason := g.signedDevice(h.Credential, client)
 	if reason != "" {
-		g.refuseAuth(w, info, reason, "")
-		return
+		return Identity{}, reason, ""
 	}
 	now := g.cfg.Now().Unix()
 	window := int64(g.cfg.HMACWindow / time.Second)
 	if skew := h.Timestamp - now; skew > window || skew < -window {
-		g.refuseAuth(w, info, authClockSkew, "request timestamp "+h.TimeRaw+" is "+strconv.FormatInt(skew, 10)+"s from the gateway's clock ("+
-			strconv.FormatInt(now, 10)+"; allowed ±"+strconv.FormatInt(window, 10)+"s): set the clock from the Date header or GET "+LocalPrefix+"time")
-		return
+		return Identity{}, authClockSkew, "request timestamp " + h.TimeRaw + " is " + strconv.FormatInt(skew, 10) + "s from the gateway's clock (" +
+			strconv.FormatInt(now, 10) + "; allowed ±" + strconv.FormatInt(window, 10) + "s): set the clock from the Date header or GET " + LocalPrefix + "time"
 	}
-	ctype := r.Header["Content-Type"]
-	if len(ctype) > 1 {
-		g.refuseAuth(w, info, authMalformed, "")
-		return
+	if len(r.Header["Content-Type"]) > 1 {
+		return Identity{}, authMalformed, ""
 	}
-	body, ok := g.bufferSignedBody(w, r, info)
-	if !ok {
-		return
-	}
-	if body != nil {
-		defer g.putBody(body)
-	}
-	m := hmacauth.Message{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Timestamp: h.TimeRaw, Nonce: h.Nonce}
-	if len(ctype) == 1 {
-		m.ContentType = ctype[0]
-	}
-	if body != nil {
-		m.BodySHA256 = sha256.Sum256(*body)
-	} else {
-		m.BodySHA256 = sha256.Sum256(nil)
-	}
-	st := g.states.get(d.Name)
-	usedNext := false
-	if !st.verifier(0, d.Key).Verify(&m, &h.Signature) {
-		if len(d.NextKey) == 0 || !st.verifier(1, d.NextKey).Verify(&m, &h.Signature) {
-			g.refuseAuth(w, info, authBadSignature, "")
-			return
-		}
-		usedNext = true
-	}
-	switch err := st.nonceCache(g.cfg.NonceCacheSize).Add(h.Nonce, h.Timestamp+window, now); err {
-	case nil:
-	case hmacauth.ErrCacheFull:
-		g.refuseAuth(w, info, authNonceFull, "too many signed requests from node "+d.Name+" within the replay window")
-		return
-	default:
-		g.refuseAuth(w, info, authReplay, "nonce already used: each signed request needs a fresh random nonce (a replayed request is refused)")
-		return
-	}
-	if usedNext && g.cfg.OnNextCredential != nil {
-		g.cfg.OnNextCredential(d.Name, d.NextKey)
-	}
-	info.device, info.state = d, st
-	next.ServeHTTP(w, r)
+	return Identity{kind: deviceIdentity, device: d, state: g.states.get(d.Name), claim: &h}, "", ""
 }
 
 // signedDevice finds the hmac device a signed request names, or why it cannot be used.
-func (g *Gateway) signedDevice(name string, info *reqInfo) (*registry.Device, string) {
+func (g *Gateway) signedDevice(name string, client netip.Addr) (*registry.Device, string) {
 	if g.registry == nil {
 		return nil, authUnknown
 	}
@@ -97,26 +50,59 @@ func (g *Gateway) signedDevice(name string, info *reqInfo) (*registry.Device, st
 		return nil, authUnknown
 	case d.IsRevoked():
 		return nil, authRevoked
-	case d.Source.IsValid() && !d.Source.Contains(info.client):
+	case d.Source.IsValid() && !d.Source.Contains(client):
 		return nil, authSource
 	}
 	return d, ""
 }
 
-// bufferSignedBody reads a signed request's body within the body limits, as limit would, and leaves it
-// in place for the rest of the chain. It answers the request itself when the body is refused.
-func (g *Gateway) bufferSignedBody(w http.ResponseWriter, r *http.Request, info *reqInfo) (*[]byte, bool) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, true
-	}
-	body, code, err := g.readBody(w, r)
-	if err != nil {
-		g.refuse(w, info, code, "auth", err.Error())
-		return nil, false
-	}
-	r.Body = io.NopCloser(bytes.NewReader(*body))
-	r.ContentLength = int64(len(*body))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(*body)), nil }
-	info.bodyBuffered = true
-	return body, true
+// verify completes a signed request's authentication once its body is read: the signature over method,
+// path, query, content type, timestamp, nonce and body is checked against the device's key and, during
+// a rotation, its next key; then the nonce is recorded so this gateway accepts the request once. A
+// forged request gives back the rate-limit token it took and never touches the nonce cache. Other
+// requests pass untouched.
+func (g *Gateway) verify(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := identityFrom(r)
+		if id.claim == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body := bodyFrom(r)
+		h, d, st := id.claim, id.device, id.state
+		m := hmacauth.Message{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Timestamp: h.TimeRaw, Nonce: h.Nonce,
+			BodySHA256: sha256.Sum256(body.Bytes())}
+		if ct := r.Header["Content-Type"]; len(ct) == 1 {
+			m.ContentType = ct[0]
+		}
+		usedNext := false
+		if !st.verifier(0, d.Key).Verify(&m, &h.Signature) {
+			if len(d.NextKey) == 0 || !st.verifier(1, d.NextKey).Verify(&m, &h.Signature) {
+				chargeFrom(r).refund()
+				g.refuseAuth(w, r, authBadSignature, "")
+				return
+			}
+			usedNext = true
+		}
+		window := int64(g.cfg.HMACWindow / time.Second)
+		switch err := st.nonceCache(g.cfg.NonceCacheSize).Add(h.Nonce, h.Timestamp+window, g.cfg.Now().Unix()); err {
+		case nil:
+		case hmacauth.ErrCacheFull:
+			g.refuseAuth(w, r, authNonceFull, "too many signed requests from node "+d.Name+" within the replay window")
+			return
+		default:
+			chargeFrom(r).refund()
+			g.refuseAuth(w, r, authReplay, "nonce already used: each signed request needs a fresh random nonce (a replayed request is refused)")
+			return
+		}
+		if usedNext && g.cfg.OnNextCredential != nil {
+			g.cfg.OnNextCredential(d.Name, d.NextKey)
+		}
+		vid := Identity{kind: deviceIdentity, device: d, state: st, signed: d.Key}
+		if usedNext {
+			vid.signed = d.NextKey
+		}
+		recordFrom(r).noteIdentity(vid)
+		next.ServeHTTP(w, with(r, identityKey, vid))
+	})
 }

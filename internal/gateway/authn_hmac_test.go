@@ -40,7 +40,7 @@ func signed(t testing.TB, key []byte, name, method, target, ctype, body string, 
 		Timestamp: fmt.Sprint(ts), Nonce: fmt.Sprintf("%032x", n), BodySHA256: sha256.Sum256([]byte(body))}
 	r.Header.Set("Authorization", hmacauth.Authorization(name, m, hmacauth.Sign(key, m)))
 	r.RemoteAddr = "192.168.1.20:40000"
-	return withInfo(r, &reqInfo{start: time.Now()})
+	return r
 }
 
 // bodyEcho records the body and device the next handler saw.
@@ -52,7 +52,7 @@ type bodyEcho struct {
 func (b *bodyEcho) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	got, _ := io.ReadAll(r.Body)
 	b.body = string(got)
-	if d := infoFrom(r).device; d != nil {
+	if d := DeviceFrom(r); d != nil {
 		b.device = d.Name
 	}
 	w.WriteHeader(http.StatusOK)
@@ -139,7 +139,7 @@ func TestAuthenticateSigned(t *testing.T) {
 				raw, _ := io.ReadAll(b)
 				wantBody = string(raw)
 			}
-			g.authenticate(echo).ServeHTTP(rec, r)
+			signedLine(g, echo).ServeHTTP(rec, r)
 			if rec.Code != tt.want {
 				t.Fatalf("got %d %s, want %d", rec.Code, rec.Body, tt.want)
 			}
@@ -165,8 +165,9 @@ func TestSignedReplayIsRefused(t *testing.T) {
 		r := httptest.NewRequest("PATCH", "/api/v1/nodes/pico-r1/status", strings.NewReader(`{}`))
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set("Authorization", auth)
+		r.RemoteAddr = "192.168.1.20:40000"
 		rec := httptest.NewRecorder()
-		g.authenticate(&okHandler{}).ServeHTTP(rec, r)
+		signedLine(g, &okHandler{}).ServeHTTP(rec, r)
 		if rec.Code != want {
 			t.Fatalf("send %d: got %d, want %d", i, rec.Code, want)
 		}
@@ -181,7 +182,7 @@ func TestSignedNonceCacheFull(t *testing.T) {
 	g := newTestGateway(t, Config{Registry: registryOf(d), NonceCacheSize: 3, Now: func() time.Time { return t0 }})
 	for i, want := range []int{200, 200, 200, 429} {
 		rec := httptest.NewRecorder()
-		g.authenticate(&okHandler{}).ServeHTTP(rec, signed(t, d.Key, d.Name, "GET", "/version", "", "", t0.Unix(), i))
+		signedLine(g, &okHandler{}).ServeHTTP(rec, signed(t, d.Key, d.Name, "GET", "/version", "", "", t0.Unix(), i))
 		if rec.Code != want {
 			t.Fatalf("request %d: got %d, want %d", i, rec.Code, want)
 		}
@@ -196,12 +197,12 @@ func TestSignedRotationUsesNextKey(t *testing.T) {
 	g := newTestGateway(t, Config{Registry: registryOf(d), Now: func() time.Time { return t0 },
 		OnNextCredential: func(name string, used []byte) { promoted.Store(name + "=" + hex.EncodeToString(used)) }})
 	rec := httptest.NewRecorder()
-	g.authenticate(&okHandler{}).ServeHTTP(rec, signed(t, d.Key, d.Name, "GET", "/version", "", "", t0.Unix(), 1))
+	signedLine(g, &okHandler{}).ServeHTTP(rec, signed(t, d.Key, d.Name, "GET", "/version", "", "", t0.Unix(), 1))
 	if rec.Code != 200 || promoted.Load() != nil {
 		t.Fatalf("current key: got %d, promoted %v; want 200 and no promotion", rec.Code, promoted.Load())
 	}
 	rec = httptest.NewRecorder()
-	g.authenticate(&okHandler{}).ServeHTTP(rec, signed(t, d.NextKey, d.Name, "GET", "/version", "", "", t0.Unix(), 2))
+	signedLine(g, &okHandler{}).ServeHTTP(rec, signed(t, d.NextKey, d.Name, "GET", "/version", "", "", t0.Unix(), 2))
 	if want := d.Name + "=" + hex.EncodeToString(d.NextKey); rec.Code != 200 || promoted.Load() != want {
 		t.Errorf("next key: got %d, promoted %v; want 200 and %q", rec.Code, promoted.Load(), want)
 	}
@@ -220,8 +221,9 @@ func TestTokenRotationUsesNextToken(t *testing.T) {
 	for _, tok := range []string{"tok-pico-k2", "next-token"} {
 		r := httptest.NewRequest("GET", "/version", nil)
 		r.Header.Set("Authorization", "Bearer "+tok)
+		r.RemoteAddr = "192.168.1.20:40000"
 		rec := httptest.NewRecorder()
-		g.authenticate(&okHandler{}).ServeHTTP(rec, r)
+		signedLine(g, &okHandler{}).ServeHTTP(rec, r)
 		if rec.Code != 200 {
 			t.Fatalf("%s: got %d, want 200", tok, rec.Code)
 		}
@@ -270,15 +272,43 @@ func TestRequireHMAC(t *testing.T) {
 	}
 }
 
-// TestLimitKeepsSignedBody: the body authenticate buffered reaches the upstream once, unread twice.
-func TestLimitKeepsSignedBody(t *testing.T) {
+// TestSignedBodyReadOnce: the body readBody read for the signature reaches the upstream once, as sent.
+func TestSignedBodyReadOnce(t *testing.T) {
 	d := hmacDev("pico-b1")
-	g := newTestGateway(t, Config{Registry: registryOf(d), Now: func() time.Time { return t0 }, DeviceRate: 1000, DeviceBurst: 1000})
-	echo := &bodyEcho{}
+	var forwarded string
+	transport := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		b, _ := io.ReadAll(r.Body)
+		forwarded = string(b)
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(`{}`)), Request: r}, nil
+	})
+	g := newTestGateway(t, Config{Registry: registryOf(d), Transport: transport, Now: func() time.Time { return t0 }, DeviceRate: 1000, DeviceBurst: 1000})
 	rec := httptest.NewRecorder()
 	const body = `{"status":{"conditions":[]}}`
-	g.authenticate(g.limit(echo)).ServeHTTP(rec, signed(t, d.Key, d.Name, "PATCH", "/api/v1/nodes/pico-b1/status", "application/json", body, t0.Unix(), 1))
-	if rec.Code != 200 || echo.body != body {
-		t.Errorf("got %d and body %q, want 200 and %q", rec.Code, echo.body, body)
+	g.Handler().ServeHTTP(rec, signed(t, d.Key, d.Name, "PATCH", "/api/v1/nodes/pico-b1/status", "application/strategic-merge-patch+json", body, t0.Unix(), 1))
+	if rec.Code != 200 || forwarded != body {
+		t.Errorf("got %d and body %q, want 200 and %q", rec.Code, forwarded, body)
+	}
+}
+
+// TestForgedSignatureSpendsNothing: requests with a valid header but a wrong signature are refused
+// without spending the device's rate limit or its nonces.
+func TestForgedSignatureSpendsNothing(t *testing.T) {
+	d := hmacDev("pico-f1")
+	forger := sha256.Sum256([]byte("not the key"))
+	g := newTestGateway(t, Config{Registry: registryOf(d), Now: func() time.Time { return t0 }, DeviceRate: 0.001, DeviceBurst: 2})
+	for i := range 10 {
+		rec := httptest.NewRecorder()
+		signedLine(g, &okHandler{}).ServeHTTP(rec, signed(t, forger[:], d.Name, "PATCH", "/api/v1/nodes/pico-f1/status", "application/json", `{}`, t0.Unix(), i))
+		if rec.Code != 401 {
+			t.Fatalf("forgery %d: got %d, want 401", i, rec.Code)
+		}
+	}
+	// The device's own requests, with nonces the forger used, still pass: its burst and nonces are intact.
+	for i := range 2 {
+		rec := httptest.NewRecorder()
+		signedLine(g, &okHandler{}).ServeHTTP(rec, signed(t, d.Key, d.Name, "PATCH", "/api/v1/nodes/pico-f1/status", "application/json", `{}`, t0.Unix(), i))
+		if rec.Code != 200 {
+			t.Errorf("the device's request %d after the forgeries: got %d %s, want 200", i, rec.Code, rec.Body)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/picogate/picogate/internal/policy"
+	"github.com/picogate/picogate/internal/status"
 )
 
 // methodOverrideHeaders are honoured by some frameworks to turn a POST into a DELETE. The API server
@@ -14,45 +15,57 @@ var methodOverrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", 
 // authorize applies the device policy before anything is forwarded: the path must be unambiguous, the
 // query unambiguous, no protocol upgrade (exec, attach, port-forward), and a rule must allow the method,
 // path, query and watch for this device. Refusals are 403 (400 for malformed requests) naming the rule.
+// A local endpoint needs no rule, but a device endpoint needs a device (401). It hands on the grant: the
+// rule, the parsed query, and whether the request is a watch.
 func (g *Gateway) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info := infoFrom(r)
+		id := identityFrom(r)
+		if rt := routeFrom(r).local; rt != nil {
+			if rt.Device && id.kind != deviceIdentity {
+				g.metrics.authFailures.WithLabelValues(authMissing).Inc()
+				refuse(w, r, rt.Name, &status.Error{Code: http.StatusUnauthorized, Message: "this endpoint needs the device's own credential"})
+				return
+			}
+			next.ServeHTTP(w, with(r, grantKey, grant{rule: rt.Name}))
+			return
+		}
 		if r.Header.Get("Upgrade") != "" || headerHasToken(r.Header["Connection"], "upgrade") {
-			g.refuse(w, info, http.StatusForbidden, "upgrade", "protocol upgrades (exec, attach, port-forward) are not available to devices")
+			refuse(w, r, "upgrade", &status.Error{Code: http.StatusForbidden, Message: "protocol upgrades (exec, attach, port-forward) are not available to devices"})
 			return
 		}
 		for _, h := range methodOverrideHeaders {
 			if _, ok := r.Header[h]; ok {
-				g.refuse(w, info, http.StatusBadRequest, "method-override", h+" is not accepted: send the real method")
+				refuse(w, r, "method-override", &status.Error{Code: http.StatusBadRequest, Message: h + " is not accepted: send the real method"})
 				return
 			}
 		}
 		path := r.URL.EscapedPath()
 		if err := policy.CheckPath(path); err != nil {
-			g.refuse(w, info, http.StatusBadRequest, "path", err.Error())
+			refuse(w, r, "path", &status.Error{Code: http.StatusBadRequest, Message: err.Error()})
 			return
 		}
 		if strings.HasPrefix(path, g.registrySecrets) && (len(path) == len(g.registrySecrets) || path[len(g.registrySecrets)] == '/') {
-			g.refuse(w, info, http.StatusForbidden, "registry", "device records are not readable through the gateway")
+			refuse(w, r, "registry", &status.Error{Code: http.StatusForbidden, Message: "device records are not readable through the gateway"})
 			return
 		}
 		q, err := policy.ParseQuery(r.URL.RawQuery)
 		if err != nil {
-			g.refuse(w, info, http.StatusBadRequest, "query", err.Error())
+			refuse(w, r, "query", &status.Error{Code: http.StatusBadRequest, Message: err.Error()})
 			return
 		}
-		info.query, info.watch = q, q.Watch()
+		gr := grant{query: q, watch: q.Watch()}
 		self := ""
-		if info.device != nil {
-			self = info.device.Name
+		if id.kind == deviceIdentity {
+			self = id.device.Name // a signed request's claimed name: verify checks the signature later
 		}
-		d := g.policy.Allow(policy.Request{Method: r.Method, Path: path, Query: q, Watch: info.watch, Self: self})
-		info.route = d.Rule
+		d := g.policy.Allow(policy.Request{Method: r.Method, Path: path, Query: q, Watch: gr.watch, Self: self})
+		gr.rule = d.Rule
+		recordFrom(r).noteRule(d.Rule, gr.watch)
 		if !d.Allowed() {
-			g.refuse(w, info, http.StatusForbidden, d.Rule, d.Reason)
+			refuse(w, r, d.Rule, &status.Error{Code: http.StatusForbidden, Message: d.Reason})
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, with(r, grantKey, gr))
 	})
 }
 

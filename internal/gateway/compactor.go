@@ -22,8 +22,7 @@ var droppedResponseHeaders = []string{"X-Kubernetes-Pf-Flowschema-Uid", "X-Kuber
 // than one event.
 func (g *Gateway) compaction(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info := infoFrom(r)
-		cw := &compactWriter{ResponseWriter: w, g: g, info: info, head: r.Method == http.MethodHead}
+		cw := &compactWriter{ResponseWriter: w, g: g, rec: recordFrom(r), watch: grantFrom(r).watch, head: r.Method == http.MethodHead}
 		defer func() {
 			if v := recover(); v != nil {
 				cw.abort(v, r)
@@ -47,12 +46,11 @@ func (c *compactWriter) abort(v any, r *http.Request) {
 	case c.mode == modeBuffer:
 		c.release()
 		c.mode = modePass
-		c.info.reason = "upstream response cut off"
 		c.g.metrics.upstreamErrors.WithLabelValues("truncated").Inc()
 		for k := range c.Header() {
 			delete(c.Header(), k)
 		}
-		status.Write(c.ResponseWriter, http.StatusBadGateway, "the Kubernetes API server's response was cut off; retry")
+		refuseAs(c.ResponseWriter, r, "", "upstream response cut off", &status.Error{Code: http.StatusBadGateway, Message: "the Kubernetes API server's response was cut off; retry"})
 	case c.mode == modeEvents && c.events.Abandon():
 		c.endWatch(r)
 	default:
@@ -69,7 +67,7 @@ func (c *compactWriter) endWatch(r *http.Request) {
 	if r.Context().Err() != nil {
 		return
 	}
-	c.info.reason = "upstream watch cut off"
+	c.rec.noteRefusal("", "upstream watch cut off")
 	c.g.metrics.upstreamErrors.WithLabelValues("truncated").Inc()
 	ev := append([]byte(`{"type":"ERROR","object":`), status.Body(http.StatusServiceUnavailable, "the Kubernetes API server's watch stream broke off; watch again")...)
 	_, _ = c.ResponseWriter.Write(append(ev, "}\n"...))
@@ -86,9 +84,10 @@ const (
 
 type compactWriter struct {
 	http.ResponseWriter
-	g    *Gateway
-	info *reqInfo
-	head bool
+	g     *Gateway
+	rec   *record
+	watch bool
+	head  bool
 
 	mode   compactMode
 	code   int
@@ -103,7 +102,7 @@ func (c *compactWriter) WriteHeader(code int) {
 	c.code = code
 	h := c.Header()
 	if id := h.Get("Audit-Id"); id != "" {
-		c.info.auditID = id
+		c.rec.noteAuditID(id)
 	}
 	for _, k := range droppedResponseHeaders {
 		delete(h, k)
@@ -113,7 +112,7 @@ func (c *compactWriter) WriteHeader(code int) {
 	switch {
 	case !c.g.cfg.Compact || !jsonBody || c.head || code < 200 || code == http.StatusNoContent:
 		c.mode = modePass
-	case c.info.watch:
+	case c.watch:
 		c.mode = modeEvents
 		c.events = compact.NewEventWriter(c.ResponseWriter, c.g.cfg.MaxCompactBytes)
 	default:

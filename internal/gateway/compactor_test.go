@@ -49,8 +49,8 @@ func TestCompaction(t *testing.T) {
 				}
 			}))
 			rec := httptest.NewRecorder()
-			info := &reqInfo{watch: tt.watch}
-			h.ServeHTTP(rec, withInfo(httptest.NewRequest("GET", "/api/v1/nodes/pico-1", nil), info))
+			req := prepared(httptest.NewRequest("GET", "/api/v1/nodes/pico-1", nil), grant{watch: tt.watch})
+			h.ServeHTTP(rec, req)
 			if got := rec.Body.String(); got != tt.wantBody {
 				t.Errorf("body: got %q, want %q", got, tt.wantBody)
 			}
@@ -66,8 +66,8 @@ func TestCompaction(t *testing.T) {
 			if rec.Header().Get("Date") == "" {
 				t.Errorf("Date: got none, want it kept (devices set their clock from it)")
 			}
-			if info.auditID != "a1" {
-				t.Errorf("audit id: got %q, want a1 recorded for the log", info.auditID)
+			if got := recordFrom(req).auditID; got != "a1" {
+				t.Errorf("audit id: got %q, want a1 recorded for the log", got)
 			}
 		})
 	}
@@ -80,7 +80,7 @@ func TestCompactionOffPassesThrough(t *testing.T) {
 		_, _ = w.Write([]byte(nodeJSON))
 	}))
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	h.ServeHTTP(rec, prepared(httptest.NewRequest("GET", "/", nil), grant{}))
 	if rec.Body.String() != nodeJSON {
 		t.Errorf("got %q, want the body untouched", rec.Body.String())
 	}
@@ -94,7 +94,7 @@ func TestCompactionTruncatedUpstream(t *testing.T) {
 		panic(http.ErrAbortHandler) // what ReverseProxy does when the upstream body breaks off
 	}))
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, withInfo(httptest.NewRequest("GET", "/", nil), &reqInfo{}))
+	h.ServeHTTP(rec, prepared(httptest.NewRequest("GET", "/", nil), grant{}))
 	if rec.Code != http.StatusBadGateway {
 		t.Fatalf("got %d, want 502", rec.Code)
 	}
@@ -136,7 +136,7 @@ func TestCompactionWatchCutOff(t *testing.T) {
 				cancel()
 			}
 			rec := httptest.NewRecorder()
-			req := withInfo(httptest.NewRequest("GET", "/api/v1/pods?watch=1", nil).WithContext(ctx), &reqInfo{watch: true})
+			req := prepared(httptest.NewRequest("GET", "/api/v1/pods?watch=1", nil).WithContext(ctx), grant{watch: true})
 			panicked := func() (p bool) {
 				defer func() { p = recover() == http.ErrAbortHandler }()
 				h.ServeHTTP(rec, req)

@@ -1,12 +1,26 @@
 // Package gateway is picogate's device-facing HTTP server: plain HTTP from microcontrollers on the LAN,
-// forwarded to the Kubernetes API server over TLS. The request path is one straight line of middlewares,
-// each tested alone:
+// forwarded to the Kubernetes API server over TLS. Every request, forwarded or served by the gateway
+// itself, goes down one straight line of steps. Each step does one thing, is tested alone, and hands the
+// steps after it an immutable value in the request's context (in brackets):
 //
-//	observe → sourceCheck → local → authenticate → authorize → limit → compaction → proxy (rewrite → upstream)
+//	observe        the access-log record and metrics                              [record]
+//	sourceCheck    the client's address is in an allowed network (403)             [client]
+//	route          a local endpoint under /picogate/v1/ (404 if unknown), or forward [route]
+//	authenticate   who: a device (token, address; a signature's header only),
+//	               the shared identity, or nobody for anonymous endpoints (401)    [Identity]
+//	authorize      the policy: path, query, upgrades; device endpoints need one    [grant]
+//	deviceRate     per device (429)                                                 [charge]
+//	admit          global caps on in-flight requests and watches (503)
+//	deviceWatches  a device's open watches, ended when its credential changes
+//	readBody       the one read of the body, within its deadline and size (408, 413) [Body]
+//	verify         a signature over the body, its nonce (401)                       [Identity]
+//	inspect        checks of the content (Config.Checks)
+//	deadline       how long the rest may take
+//	dispatch       the local endpoint's handler, or compaction → proxy (rewrite → upstream)
 //
-// local serves the gateway's own endpoints under /picogate/v1/ (the time, and with enrollment on,
-// enroll, rotate and deregister) instead of forwarding them. A signed request (hmac mode) has its body
-// read and verified inside authenticate, because the signature covers the body.
+// Every refusal is a status.Error written by one function (Refuse), which also records the reason and
+// closes the connection when the body was not read. The limits come before the body: a request over
+// them costs no body buffer and no body time.
 //
 // A device is forwarded as its own node (Impersonate-User system:node:NAME, groups system:nodes and
 // picogate:devices), so the API server's Node authorizer and NodeRestriction confine it; the policy in
@@ -63,6 +77,7 @@ type Config struct {
 	// UpstreamTimeout bounds a non-watch request's round trip to the API server. Default 4.5s, so that
 	// with the gateway's own work and the network a device has its answer within 5s.
 	UpstreamTimeout time.Duration
+
 	// WriteTimeout bounds each write to a device (for watches, each event). Default 30s.
 	WriteTimeout time.Duration
 	// MaxInFlight caps concurrent non-watch requests (503 beyond). Default 512.
@@ -84,6 +99,8 @@ type Config struct {
 	OnNextCredential func(name string, used []byte)
 	// Local are the gateway's own endpoints beyond the built-in GET /picogate/v1/time (enrollment).
 	Local []LocalRoute
+	// Checks inspect each request's content before it is forwarded or served (see Check).
+	Checks []Check
 	// Now is the clock signed requests are checked against. Default time.Now.
 	Now func() time.Time
 	// AccessLog writes one log line per request. picogate serve turns it on.
@@ -112,13 +129,12 @@ type Gateway struct {
 	proxy    *httputil.ReverseProxy
 	handler  http.Handler
 	states   deviceStates
-
-	localHandler http.Handler
+	locals   localRoutes
 
 	registrySecrets string // path prefix of the device records, refused to devices
 
 	inflight, watches atomic.Int64
-	bodies            sync.Pool
+	bodies            *bodyPool
 	respBufs          *sync.Pool
 
 	watchCtx   context.Context
@@ -139,6 +155,7 @@ func New(cfg Config) (*Gateway, error) {
 	setDefault(&cfg.MaxWatches, 20000)
 	setDefault(&cfg.DeviceRate, 5)
 	setDefault(&cfg.DeviceBurst, 20)
+
 	setDefault(&cfg.HMACWindow, 30*time.Second)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -202,14 +219,16 @@ func New(cfg Config) (*Gateway, error) {
 		policy:   cfg.Policy,
 		metrics:  newMetrics(),
 		respBufs: newBufPool(16 << 10),
+		bodies:   newBodyPool(),
 	}
 	g.registrySecrets = "/api/v1/namespaces/" + cfg.RegistryNamespace + "/secrets"
-	g.bodies.New = func() any { b := make([]byte, 0, 4<<10); return &b }
 	g.states.g = g
 	g.watchCtx, g.stopWatchs = context.WithCancel(context.Background())
 	g.proxy = g.newProxy()
-	g.localHandler = g.localMux(cfg.Local)
-	g.handler = chain(g.proxy, g.observe, g.sourceCheck, g.local, g.authenticate, g.authorize, g.limit, g.compaction)
+	g.locals = newLocalRoutes(g.timeRoute(), cfg.Local)
+	g.handler = chain(g.proxy, g.observe, g.sourceCheck, g.route, g.authenticate, g.authorize,
+		g.deviceRate, g.admit, g.deviceWatches, g.readBody, g.verify, g.inspect, g.deadline,
+		g.dispatch, g.compaction)
 	return g, nil
 }
 

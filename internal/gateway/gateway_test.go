@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -9,9 +11,11 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/picogate/picogate/internal/hmacauth"
 	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/status"
 )
@@ -137,16 +141,20 @@ func TestSourceCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.remote, func(t *testing.T) {
-			next := &okHandler{}
+			var client netip.Addr
+			next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { client = clientFrom(r) })
 			req := httptest.NewRequest("GET", "/version", nil)
 			req.RemoteAddr = tt.remote
 			rec := httptest.NewRecorder()
-			g.sourceCheck(next).ServeHTTP(rec, req)
+			g.sourceCheck(next).ServeHTTP(rec, prepared(req))
 			if rec.Code != tt.want {
 				t.Fatalf("got %d, want %d", rec.Code, tt.want)
 			}
-			if reached := next.reached == 1; reached != (tt.want == 200) {
+			if reached := client.IsValid(); reached != (tt.want == 200) {
 				t.Errorf("reached next: got %v, want %v", reached, tt.want == 200)
+			}
+			if tt.want == 200 && client != netip.MustParseAddr("192.168.1.7") {
+				t.Errorf("client: got %s, want 192.168.1.7 (unmapped)", client)
 			}
 		})
 	}
@@ -169,7 +177,7 @@ func TestAuthenticate(t *testing.T) {
 		remote     string
 		authz      []string
 		wantCode   int
-		wantDevice string
+		wantDevice string // "" for the shared identity
 	}{
 		{"token", false, true, "10.0.0.9", []string{"Bearer tok-pico-1"}, 200, "pico-1"},
 		{"bearer is case-insensitive", false, true, "10.0.0.9", []string{"bearer tok-pico-1"}, 200, "pico-1"},
@@ -194,13 +202,13 @@ func TestAuthenticate(t *testing.T) {
 			r := reg
 			r.synced = tt.synced
 			g := newTestGateway(t, Config{Registry: r, SharedIdentity: tt.shared})
-			var got *registry.Device
-			next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = infoFrom(r).device })
+			var got Identity
+			next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = identityFrom(r) })
 			req := httptest.NewRequest("GET", "/version", nil)
 			req.RemoteAddr = tt.remote + ":1234"
 			req.Header["Authorization"] = tt.authz
 			rec := httptest.NewRecorder()
-			g.observe(g.sourceCheck(g.authenticate(next))).ServeHTTP(rec, req)
+			g.observe(g.sourceCheck(g.route(g.authenticate(next)))).ServeHTTP(rec, req)
 			if rec.Code != tt.wantCode {
 				t.Fatalf("got %d, want %d", rec.Code, tt.wantCode)
 			}
@@ -212,11 +220,11 @@ func TestAuthenticate(t *testing.T) {
 				return
 			}
 			gotName := ""
-			if got != nil {
-				gotName = got.Name
+			if d := got.Device(); d != nil {
+				gotName = d.Name
 			}
-			if gotName != tt.wantDevice {
-				t.Errorf("device: got %q, want %q", gotName, tt.wantDevice)
+			if gotName != tt.wantDevice || got.Shared() != (tt.wantDevice == "") {
+				t.Errorf("identity: got device %q shared %v, want device %q shared %v", gotName, got.Shared(), tt.wantDevice, tt.wantDevice == "")
 			}
 		})
 	}
@@ -254,7 +262,7 @@ func TestAuthorize(t *testing.T) {
 				req.Header.Set(k, v)
 			}
 			rec := httptest.NewRecorder()
-			g.authorize(next).ServeHTTP(rec, req)
+			g.authorize(next).ServeHTTP(rec, prepared(req, route{}, Identity{kind: sharedIdentity}))
 			if rec.Code != tt.want {
 				t.Fatalf("got %d (%s), want %d", rec.Code, rec.Body.String(), tt.want)
 			}
@@ -270,18 +278,17 @@ func TestAuthorize(t *testing.T) {
 	}
 }
 
-func TestLimitRate(t *testing.T) {
+func TestDeviceRate(t *testing.T) {
 	d := dev("pico-1", registry.AuthToken)
 	g := newTestGateway(t, Config{Registry: registryOf(d), DeviceRate: 1, DeviceBurst: 3})
 	other := g.states.get("pico-2")
-	h := g.limit(&okHandler{})
+	h := g.deviceRate(&okHandler{})
 	codes := map[int]int{}
 	var retry string
 	for range 10 {
-		req := httptest.NewRequest("GET", "/version", nil)
-		info := &reqInfo{start: time.Now(), device: d, state: g.states.get("pico-1")}
+		req := prepared(httptest.NewRequest("GET", "/version", nil), Identity{kind: deviceIdentity, device: d, state: g.states.get("pico-1")}, grant{rule: "version"})
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, withInfo(req, info))
+		h.ServeHTTP(rec, req)
 		codes[rec.Code]++
 		if rec.Code == 429 {
 			retry = rec.Header().Get("Retry-After")
@@ -296,64 +303,216 @@ func TestLimitRate(t *testing.T) {
 	if !other.limiter.Allow() {
 		t.Errorf("another device's budget was spent by pico-1")
 	}
-}
-
-func TestLimitInFlight(t *testing.T) {
-	g := newTestGateway(t, Config{SharedIdentity: true, MaxInFlight: 1})
-	release := make(chan struct{})
-	entered := make(chan struct{})
-	h := g.limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(entered)
-		<-release
-	}))
-	done := make(chan struct{})
-	go func() {
-		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/version", nil))
-		close(done)
-	}()
-	<-entered
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", "/version", nil))
-	close(release)
-	<-done
-	if rec.Code != 503 || rec.Header().Get("Retry-After") == "" {
-		t.Errorf("got %d Retry-After=%q, want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+	shared := httptest.NewRecorder()
+	h.ServeHTTP(shared, prepared(httptest.NewRequest("GET", "/version", nil), Identity{kind: sharedIdentity}, grant{}))
+	if shared.Code != 200 {
+		t.Errorf("shared identity: got %d, want 200 (no device budget to spend)", shared.Code)
 	}
 }
 
-func TestLimitBody(t *testing.T) {
-	g := newTestGateway(t, Config{SharedIdentity: true, MaxBodyBytes: 10})
-	tests := []struct {
-		name   string
-		body   string
-		length int64
-		want   int
-	}{
-		{"small", "0123456789", 10, 200},
-		{"declared too large", "01234567890", 11, 413},
-		{"chunked too large", "01234567890", -1, 413},
+// TestDeviceRateChargeOfAClaim: a signed request not yet verified hands its token on as a charge; its
+// refund gives the token back, so a forger spends nothing of the device's budget.
+func TestDeviceRateChargeOfAClaim(t *testing.T) {
+	d := hmacDev("pico-c1")
+	g := newTestGateway(t, Config{Registry: registryOf(d), DeviceRate: 0.001, DeviceBurst: 1})
+	st := g.states.get(d.Name)
+	var got charge
+	h := g.deviceRate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = chargeFrom(r) }))
+	claim := Identity{kind: deviceIdentity, device: d, state: st, claim: &hmacauth.Header{Credential: d.Name}}
+	h.ServeHTTP(httptest.NewRecorder(), prepared(httptest.NewRequest("GET", "/version", nil), claim, grant{}))
+	if got.res == nil {
+		t.Fatal("got no charge for a claim, want its reservation")
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var got string
-			h := g.limit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				b, _ := io.ReadAll(r.Body)
-				got = string(b)
+	if st.limiter.TokensAt(time.Now()) >= 1 {
+		t.Fatal("the claim's token was not taken")
+	}
+	got.refund()
+	if st.limiter.TokensAt(time.Now()) < 0.99 {
+		t.Errorf("after the refund: got %.2f tokens, want the one back", st.limiter.TokensAt(time.Now()))
+	}
+	verified := Identity{kind: deviceIdentity, device: d, state: st}
+	var charged bool
+	g.deviceRate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, charged = r.Context().Value(chargeKey).(charge)
+	})).ServeHTTP(httptest.NewRecorder(), prepared(httptest.NewRequest("GET", "/version", nil), verified, grant{}))
+	if charged {
+		t.Errorf("a verified device: got a refundable charge, want none")
+	}
+}
+
+func TestAdmit(t *testing.T) {
+	for _, watch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("watch=%v", watch), func(t *testing.T) {
+			g := newTestGateway(t, Config{SharedIdentity: true, MaxInFlight: 1, MaxWatches: 1})
+			release := make(chan struct{})
+			entered := make(chan struct{})
+			h := g.admit(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				close(entered)
+				<-release
 			}))
-			req := httptest.NewRequest("POST", "/api/v1/nodes", strings.NewReader(tt.body))
-			req.ContentLength = tt.length
+			done := make(chan struct{})
+			go func() {
+				h.ServeHTTP(httptest.NewRecorder(), prepared(httptest.NewRequest("GET", "/version", nil), grant{watch: watch}))
+				close(done)
+			}()
+			<-entered
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
-			if rec.Code != tt.want {
-				t.Fatalf("got %d, want %d", rec.Code, tt.want)
+			h.ServeHTTP(rec, prepared(httptest.NewRequest("GET", "/version", nil), grant{watch: watch}))
+			other := httptest.NewRecorder()
+			h2 := g.admit(&okHandler{})
+			h2.ServeHTTP(other, prepared(httptest.NewRequest("GET", "/version", nil), grant{watch: !watch}))
+			close(release)
+			<-done
+			if rec.Code != 503 || rec.Header().Get("Retry-After") == "" {
+				t.Errorf("got %d Retry-After=%q, want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
 			}
-			if tt.want == 200 && got != tt.body {
-				t.Errorf("forwarded body: got %q, want %q", got, tt.body)
+			if other.Code != 200 {
+				t.Errorf("the other cap (watch=%v): got %d, want 200: watches and requests are capped apart", !watch, other.Code)
 			}
 		})
 	}
 }
 
+// TestDeviceWatches: DeviceChanged ends a device's open watches, not another device's.
+func TestDeviceWatches(t *testing.T) {
+	d1, d2 := dev("pico-w1", registry.AuthToken), dev("pico-w2", registry.AuthToken)
+	g := newTestGateway(t, Config{Registry: registryOf(d1, d2)})
+	var open sync.WaitGroup
+	ended := make(chan string, 3)
+	h := g.deviceWatches(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		open.Done()
+		<-r.Context().Done()
+		ended <- identityFrom(r).Device().Name
+	}))
+	watch := func(ctx context.Context, d *registry.Device) *http.Request {
+		return prepared(httptest.NewRequest("GET", "/api/v1/pods?watch=1", nil).WithContext(ctx), Identity{kind: deviceIdentity, device: d, state: g.states.get(d.Name)}, grant{rule: "pods", watch: true})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	open.Add(3)
+	go h.ServeHTTP(httptest.NewRecorder(), watch(context.Background(), d1))
+	go h.ServeHTTP(httptest.NewRecorder(), watch(context.Background(), d1))
+	go h.ServeHTTP(httptest.NewRecorder(), watch(ctx, d2))
+	open.Wait()
+	g.DeviceChanged(d1.Name, true)
+	for range 2 {
+		if got := <-ended; got != d1.Name {
+			t.Errorf("DeviceChanged(%s) ended a watch of %s", d1.Name, got)
+		}
+	}
+	cancel()
+	if got := <-ended; got != d2.Name {
+		t.Errorf("got %s ended, want %s", got, d2.Name)
+	}
+	nonWatch := httptest.NewRecorder()
+	g.deviceWatches(&okHandler{}).ServeHTTP(nonWatch, prepared(httptest.NewRequest("GET", "/version", nil), Identity{kind: deviceIdentity, device: d1, state: g.states.get(d1.Name)}, grant{}))
+	if nonWatch.Code != 200 {
+		t.Errorf("a request that is no watch: got %d, want 200", nonWatch.Code)
+	}
+}
+
+func TestReadBody(t *testing.T) {
+	d := dev("pico-1", registry.AuthToken)
+	tests := []struct {
+		name     string
+		body     string
+		length   int64
+		identity Identity
+		want     int
+	}{
+		{"small", "0123456789", 10, Identity{kind: deviceIdentity, device: d}, 200},
+		{"declared too large", "01234567890", 11, Identity{kind: deviceIdentity, device: d}, 413},
+		{"chunked too large", "01234567890", -1, Identity{kind: deviceIdentity, device: d}, 413},
+		{"chunked", "0123456789", -1, Identity{kind: deviceIdentity, device: d}, 200},
+		{"shared identity", "0123456789", 10, Identity{kind: sharedIdentity}, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newTestGateway(t, Config{SharedIdentity: true, MaxBodyBytes: 10})
+			var got, fromValue string
+			var getBody string
+			h := g.readBody(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				got, fromValue = string(b), string(bodyFrom(r).Bytes())
+				rc, err := r.GetBody()
+				if err != nil {
+					t.Errorf("GetBody: %v", err)
+					return
+				}
+				b, _ = io.ReadAll(rc)
+				getBody = string(b)
+				_ = rc.Close()
+			}))
+			req := httptest.NewRequest("POST", "/api/v1/nodes", strings.NewReader(tt.body))
+			req.ContentLength = tt.length
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, prepared(req, route{}, grant{rule: "nodes"}, tt.identity))
+			if rec.Code != tt.want {
+				t.Fatalf("got %d, want %d", rec.Code, tt.want)
+			}
+			if tt.want != 200 {
+				if rec.Header().Get("Connection") != "close" {
+					t.Errorf("refused with the body unread: got Connection %q, want close", rec.Header().Get("Connection"))
+				}
+				return
+			}
+			if got != tt.body || fromValue != tt.body || getBody != tt.body {
+				t.Errorf("body: got %q from Body, %q from the value, %q from GetBody; want %q", got, fromValue, getBody, tt.body)
+			}
+		})
+	}
+}
+
+// TestBodyRecycledOnlyAfterLastReader: the transport may read the request body after the handler has
+// returned (net/http allows it: a RoundTrip can outlive the handler). The body's buffer must not go back
+// to the pool, and then to another request, while it can still be read: a late read gets the request's
+// own bytes or an error, never another request's. Run with -race: on a gateway that recycles the buffer
+// when the handler returns, the late read races with the next request filling the same buffer.
+func TestBodyRecycledOnlyAfterLastReader(t *testing.T) {
+	type late struct {
+		body     io.ReadCloser
+		want     string
+		readDone chan struct{}
+	}
+	lateReads := make(chan late, 1)
+	transport := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		// What a transport does when it prepares to resend a body (HTTP/2 after GOAWAY, HTTP/1 on a
+		// broken kept-alive connection): a fresh copy from GetBody, read later.
+		var body io.ReadCloser
+		if r.GetBody != nil {
+			body, _ = r.GetBody()
+		}
+		want, _ := io.ReadAll(r.Body)
+		if body != nil {
+			lateReads <- late{body: body, want: string(want), readDone: make(chan struct{})}
+		}
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(`{}`)), Request: r}, nil
+	})
+	d := dev("pico-1", registry.AuthToken)
+	g := newTestGateway(t, Config{Registry: registryOf(d), Transport: transport, DeviceRate: 1e9, DeviceBurst: 1 << 30})
+	send := func(i int) {
+		body := fmt.Sprintf(`{"metadata":{"name":"pico-1","labels":{"n":"%06d"}}}`, i)
+		req := httptest.NewRequest("POST", "/api/v1/nodes", strings.NewReader(body))
+		req.RemoteAddr = "192.168.1.20:40000"
+		req.Header.Set("Authorization", "Bearer tok-pico-1")
+		req.Header.Set("Content-Type", "application/json")
+		g.Handler().ServeHTTP(httptest.NewRecorder(), req)
+	}
+	for i := range 50 {
+		send(i) // the handler has returned; the transport still holds a body to read
+		l := <-lateReads
+		go func() { // the transport's goroutine, reading late, while the next request runs
+			defer close(l.readDone)
+			got, err := io.ReadAll(l.body)
+			_ = l.body.Close()
+			if err == nil && string(got) != l.want {
+				t.Errorf("late read: got %q, want the request's own body %q (or an error)", got, l.want)
+			}
+		}()
+		send(1000 + i)
+		<-lateReads // the second request's own late body, never read: closed below
+		<-l.readDone
+	}
+}
 func TestRewrite(t *testing.T) {
 	d := dev("pico-1", registry.AuthToken)
 	g := newTestGateway(t, Config{Registry: registryOf(d)})
@@ -366,7 +525,7 @@ func TestRewrite(t *testing.T) {
 	} {
 		in.Header.Set(k, v)
 	}
-	in = withInfo(in, &reqInfo{device: d})
+	in = prepared(in, Identity{kind: deviceIdentity, device: d}, grant{rule: "node"})
 	pr := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
 	g.rewrite(pr)
 	h := pr.Out.Header
@@ -396,6 +555,7 @@ func TestRewriteSharedAddsNoIdentity(t *testing.T) {
 	g := newTestGateway(t, Config{SharedIdentity: true})
 	in := httptest.NewRequest("GET", "/version", nil)
 	in.Header.Set("Impersonate-User", "system:admin")
+	in = prepared(in, Identity{kind: sharedIdentity}, grant{rule: "version"})
 	pr := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
 	g.rewrite(pr)
 	if v := pr.Out.Header.Values("Impersonate-User"); len(v) > 0 {

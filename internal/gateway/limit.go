@@ -1,134 +1,102 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"net/http"
-	"os"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
-
-	"github.com/picogate/picogate/internal/hmacauth"
+	"github.com/picogate/picogate/internal/status"
 )
 
-const retryAfterUnavailable = 5 * time.Second
+// The limits come before the body is read, so a request over any of them costs the gateway no body
+// buffer and no body time: per device (rate), then global (in-flight requests or watches). Each is one
+// step.
 
-// deviceState is what the gateway keeps per registered device: its rate limiter and its metric handles,
-// resolved once so a request does not look labels up.
-type deviceState struct {
-	limiter     *rate.Limiter
-	lastSeen    atomic.Int64 // unix seconds
-	rateLimited prometheus.Counter
-	watches     sync.Map // *watchHandle → struct{}: open watches, ended when the device is revoked
-	nonces      atomic.Pointer[hmacauth.NonceCache]
-	keyed       [2]atomic.Pointer[hmacauth.Keyed] // hmac mode: verifiers of the current and next key
-}
-
-// limit enforces, in order: the per-device rate limit (429 with Retry-After; a hammering device only
-// ever spends its own budget), the global caps on in-flight requests and open watches (503 with
-// Retry-After), and the request body limit (413), reading the body here in full so a slow upload ties up
-// the gateway, never the API server. Non-watch requests get the upstream deadline.
-func (g *Gateway) limit(next http.Handler) http.Handler {
+// deviceRate spends one request of the device's rate limit (429 with Retry-After beyond: a hammering
+// device only ever spends its own budget). For a signed request not yet verified it hands the token on
+// as a charge (only then), which verify gives back if the signature is forged.
+func (g *Gateway) deviceRate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info := infoFrom(r)
-		if st := info.state; st != nil {
-			st.lastSeen.Store(info.start.Unix())
-			if res := st.limiter.ReserveN(info.start, 1); !res.OK() || res.DelayFrom(info.start) > 0 {
-				delay := res.DelayFrom(info.start)
-				res.CancelAt(info.start)
-				st.rateLimited.Inc()
-				g.refuseRetry(w, info, http.StatusTooManyRequests, info.route, "rate limit exceeded for node "+info.device.Name, max(delay, time.Second))
-				return
-			}
-		}
-		sem := &g.inflight
-		limitN := int64(g.cfg.MaxInFlight)
-		if info.watch {
-			sem, limitN = &g.watches, int64(g.cfg.MaxWatches)
-		}
-		if n := sem.Add(1); n > limitN {
-			sem.Add(-1)
-			g.metrics.overloaded.Inc()
-			g.refuseRetry(w, info, http.StatusServiceUnavailable, info.route, "gateway is at its limit of concurrent requests", retryAfterUnavailable)
+		id := identityFrom(r)
+		if id.kind != deviceIdentity {
+			next.ServeHTTP(w, r)
 			return
 		}
-		defer sem.Add(-1)
-		if info.watch {
-			// A watch ends when the gateway shuts down or the device's credential changes, not only when
-			// the device or the API server closes it.
-			ctx, cancel := context.WithCancel(r.Context())
-			defer cancel()
-			defer context.AfterFunc(g.watchCtx, cancel)()
-			if st := info.state; st != nil {
-				h := &watchHandle{cancel: cancel}
-				st.watches.Store(h, struct{}{})
-				defer st.watches.Delete(h)
-			}
-			g.metrics.watchesOpen.Inc()
-			defer g.metrics.watchesOpen.Dec()
-			r = r.WithContext(ctx)
+		now := time.Now()
+		res := id.state.limiter.ReserveN(now, 1)
+		if !res.OK() || res.DelayFrom(now) > 0 {
+			retry := max(res.DelayFrom(now), time.Second)
+			res.CancelAt(now)
+			id.state.rateLimited.Inc()
+			refuse(w, r, grantFrom(r).rule, &status.Error{Code: http.StatusTooManyRequests, Message: "rate limit exceeded for node " + id.device.Name, RetryAfter: retry})
+			return
 		}
-
-		if r.Body != nil && r.Body != http.NoBody && !info.bodyBuffered {
-			body, code, err := g.readBody(w, r)
-			if err != nil {
-				g.refuse(w, info, code, info.route, err.Error())
-				return
-			}
-			defer g.putBody(body)
-			r.Body = io.NopCloser(bytes.NewReader(*body))
-			r.ContentLength = int64(len(*body))
-			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(*body)), nil }
-		}
-		if !info.watch && g.cfg.UpstreamTimeout > 0 {
-			ctx, cancel := context.WithTimeout(r.Context(), g.cfg.UpstreamTimeout)
-			defer cancel()
-			r = r.WithContext(ctx)
+		if id.claim != nil {
+			r = with(r, chargeKey, charge{res: res, at: now})
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-var errBodyTooLarge = errors.New("request body too large")
-
-// readBody reads the whole request body within the body timeout and size limit, into a pooled buffer.
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (*[]byte, int, error) {
-	max := g.cfg.MaxBodyBytes
-	if r.ContentLength > max {
-		return nil, http.StatusRequestEntityTooLarge, errors.New("request body of " + strconv.FormatInt(r.ContentLength, 10) + " bytes is over the limit of " + strconv.FormatInt(max, 10))
-	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(g.cfg.BodyTimeout))
-	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
-	buf := g.bodies.Get().(*[]byte)
-	b := bytes.NewBuffer((*buf)[:0])
-	n, err := b.ReadFrom(io.LimitReader(r.Body, max+1))
-	*buf = b.Bytes()
-	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		g.putBody(buf)
-		return nil, http.StatusRequestTimeout, errors.New("request body not received within " + g.cfg.BodyTimeout.String())
-	case err != nil:
-		g.putBody(buf)
-		return nil, http.StatusBadRequest, errors.New("reading request body: " + err.Error())
-	case n > max:
-		g.putBody(buf)
-		return nil, http.StatusRequestEntityTooLarge, errBodyTooLarge
-	}
-	infoFrom(r).bodyPending = false
-	return buf, 0, nil
+// admit enforces the gateway's global caps: concurrent non-watch requests (MaxInFlight) or concurrent
+// watches (MaxWatches), 503 with Retry-After beyond.
+func (g *Gateway) admit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gr := grantFrom(r)
+		sem, limit, what := &g.inflight, int64(g.cfg.MaxInFlight), "requests"
+		if gr.watch {
+			sem, limit, what = &g.watches, int64(g.cfg.MaxWatches), "watches"
+		}
+		if n := sem.Add(1); n > limit {
+			sem.Add(-1)
+			g.metrics.overloaded.Inc()
+			refuse(w, r, gr.rule, &status.Error{Code: http.StatusServiceUnavailable, Message: "gateway is at its limit of concurrent " + what, RetryAfter: retryAfterUnavailable})
+			return
+		}
+		defer sem.Add(-1)
+		if gr.watch {
+			g.metrics.watchesOpen.Inc()
+			defer g.metrics.watchesOpen.Dec()
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
-func (g *Gateway) putBody(b *[]byte) {
-	if cap(*b) <= 64<<10 {
-		*b = (*b)[:0]
-		g.bodies.Put(b)
-	}
+// deviceWatches keeps each device's set of open watches, each one ended when the device's credential
+// changes (DeviceChanged), so a revoked device keeps no stream open.
+func (g *Gateway) deviceWatches(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := identityFrom(r)
+		if !grantFrom(r).watch || id.kind != deviceIdentity {
+			next.ServeHTTP(w, r)
+			return
+		}
+		st := id.state
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		h := &watchHandle{cancel: cancel}
+		st.watches.Store(h, struct{}{})
+		defer st.watches.Delete(h)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// deadline bounds how long the request may take from here: a forwarded request UpstreamTimeout; a
+// watch ends when the gateway shuts down. It comes after the body, which has its own deadline.
+func (g *Gateway) deadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case routeFrom(r).local != nil:
+			next.ServeHTTP(w, r)
+		case grantFrom(r).watch:
+			ctx, cancel := context.WithCancel(r.Context())
+			defer cancel()
+			defer context.AfterFunc(g.watchCtx, cancel)()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		default:
+			ctx, cancel := context.WithDeadline(r.Context(), time.Now().Add(g.cfg.UpstreamTimeout))
+			defer cancel()
+			next.ServeHTTP(w, r.WithContext(ctx))
+		}
+	})
 }

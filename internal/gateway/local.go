@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/picogate/picogate/internal/policy"
-	"github.com/picogate/picogate/internal/registry"
+	"github.com/picogate/picogate/internal/status"
 )
 
 // LocalPrefix is where the gateway's own endpoints live on the device port. The API server has no such
@@ -15,24 +15,26 @@ import (
 const LocalPrefix = "/picogate/v1/"
 
 // LocalRoute is an endpoint the gateway serves itself under LocalPrefix (enrollment, rotation,
-// deregistration), after the source check and with the same access log and metrics as forwarded
-// requests.
+// deregistration). It goes down the same request path as a forwarded request — source check,
+// authentication, limits, body, deadline, access log and metrics — and its handler takes the place of
+// forwarding. A handler refuses with Refuse.
 type LocalRoute struct {
 	// Method and Path, e.g. "POST" and "/picogate/v1/rotate".
 	Method, Path string
 	// Name is the route label of the metrics and the access log.
 	Name string
 	// Device routes authenticate the device first (token, signature or address, exactly as forwarded
-	// requests) and charge its rate limit; the handler gets it with DeviceFrom. Others are anonymous.
-	Device  bool
-	Handler http.Handler
+	// requests) and charge its rate limit; the handler gets it with DeviceFrom. Others are anonymous:
+	// no credential is looked at, and they are limited per source address.
+	Device bool
+	// OptionalDevice routes (enrollment) are anonymous unless the request carries an Authorization
+	// header: then it is authenticated exactly as on a Device route (a wrong credential is a 401), and
+	// the handler gets the device with DeviceFrom. The source address alone never makes it a device's.
+	OptionalDevice bool
+	// MaxBodyBytes caps the request body (413 beyond). Default: the gateway's MaxBodyBytes.
+	MaxBodyBytes int64
+	Handler      http.Handler
 }
-
-// DeviceFrom returns the device a request was authenticated as, or nil.
-func DeviceFrom(r *http.Request) *registry.Device { return infoFrom(r).device }
-
-// NoteReason records why a local handler refused a request, for the access log line.
-func NoteReason(r *http.Request, reason string) { infoFrom(r).reason = reason }
 
 // timeRoute is built in: a device without a clock (a Pico has no RTC) gets the gateway's time, which
 // signed requests must be within HMACWindow of.
@@ -51,71 +53,57 @@ func (g *Gateway) serveTime(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(b)
 }
 
-// localMux builds the handler of LocalPrefix: each route wrapped for its kind, and a 404 naming what
-// this gateway serves for anything else.
-func (g *Gateway) localMux(routes []LocalRoute) http.Handler {
-	mux := http.NewServeMux()
-	var served []string
-	for _, rt := range append([]LocalRoute{g.timeRoute()}, routes...) {
-		h := rt.Handler
-		if rt.Device {
-			h = chain(h, g.authenticate, g.chargeDevice)
-		}
-		name := rt.Name
-		mux.Handle(rt.Method+" "+rt.Path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			info := infoFrom(r)
-			info.route, info.local = name, true
-			h.ServeHTTP(w, r)
-		}))
-		served = append(served, rt.Method+" "+rt.Path)
-	}
-	list := strings.Join(served, ", ")
-	mux.HandleFunc(LocalPrefix, func(w http.ResponseWriter, r *http.Request) {
-		msg := "no picogate endpoint " + r.Method + " " + r.URL.Path + " on this gateway; it serves " + list
-		if !g.hasEnrollment(routes) {
-			msg += " (enrollment, rotation and deregistration need picogate serve --enrollment)"
-		}
-		g.refuse(w, infoFrom(r), http.StatusNotFound, "local", msg)
-	})
-	return mux
+// localRoutes indexes the built-in and configured endpoints by "METHOD /path", and lists them for the
+// 404 of an unknown one.
+type localRoutes struct {
+	byKey  map[string]*LocalRoute
+	served string
+	hint   string
 }
 
-func (g *Gateway) hasEnrollment(routes []LocalRoute) bool { return len(routes) > 0 }
+func newLocalRoutes(builtin LocalRoute, extra []LocalRoute) localRoutes {
+	lr := localRoutes{byKey: make(map[string]*LocalRoute)}
+	var served []string
+	for _, rt := range append([]LocalRoute{builtin}, extra...) {
+		lr.byKey[rt.Method+" "+rt.Path] = &rt
+		served = append(served, rt.Method+" "+rt.Path)
+	}
+	lr.served = strings.Join(served, ", ")
+	if len(extra) == 0 {
+		lr.hint = " (enrollment, rotation and deregistration need picogate serve --enrollment)"
+	}
+	return lr
+}
 
-// local sends requests under LocalPrefix to the gateway's own endpoints instead of the chain. Their
-// paths get the policy's shape check first, so no "..", "//" or percent-encoding reaches the mux (which
-// would clean such a path into a redirect elsewhere).
-func (g *Gateway) local(next http.Handler) http.Handler {
+// route decides whether the gateway serves a request itself — a path under LocalPrefix: one of its
+// endpoints, else 404 naming those it has — or forwards it. A local path gets the policy's shape check
+// first, so no "..", "//" or percent-encoding can make it name another endpoint.
+func (g *Gateway) route(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.HasPrefix(r.URL.Path, LocalPrefix) {
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(w, with(r, routeKey, route{}))
 			return
 		}
 		if err := policy.CheckPath(r.URL.EscapedPath()); err != nil {
-			info := infoFrom(r)
-			info.local = true
-			g.refuse(w, info, http.StatusBadRequest, "local", err.Error())
+			refuse(w, r, "local", &status.Error{Code: http.StatusBadRequest, Message: err.Error()})
 			return
 		}
-		g.localHandler.ServeHTTP(w, r)
+		rt, ok := g.locals.byKey[r.Method+" "+r.URL.Path]
+		if !ok {
+			refuse(w, r, "local", &status.Error{Code: http.StatusNotFound,
+				Message: "no picogate endpoint " + r.Method + " " + r.URL.Path + " on this gateway; it serves " + g.locals.served + g.locals.hint})
+			return
+		}
+		recordFrom(r).noteRule(rt.Name, false)
+		next.ServeHTTP(w, with(r, routeKey, route{local: rt}))
 	})
 }
 
-// chargeDevice spends one request of an authenticated device's rate limit on a local endpoint, and
-// records when it was last seen, as limit does for forwarded requests.
-func (g *Gateway) chargeDevice(next http.Handler) http.Handler {
+// dispatch is the last step: a local endpoint's handler, or next (compaction, then the proxy).
+func (g *Gateway) dispatch(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info := infoFrom(r)
-		if info.device == nil || info.state == nil {
-			g.metrics.authFailures.WithLabelValues(authMissing).Inc()
-			g.refuse(w, info, http.StatusUnauthorized, info.route, "this endpoint needs the device's own credential")
-			return
-		}
-		st := info.state
-		st.lastSeen.Store(info.start.Unix())
-		if !st.limiter.AllowN(info.start, 1) {
-			st.rateLimited.Inc()
-			g.refuseRetry(w, info, http.StatusTooManyRequests, info.route, "rate limit exceeded for node "+info.device.Name, time.Second)
+		if rt := routeFrom(r); rt.local != nil {
+			rt.local.Handler.ServeHTTP(w, r)
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -1,58 +1,95 @@
 package gateway
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 )
 
-// observe is the outermost middleware: it creates the request's info, and when the request is done
-// writes one access-log line and the metrics for it. The log line names the client, the identity it was
-// forwarded as, the rule, status, bytes and duration, and the API server's Audit-Id; never a credential.
-// For watches it also keeps a write deadline moving, so a device that stops reading is cut off after
+// record is one request's access-log record: the only mutable per-request value of the request path.
+// observe creates it and reads it when the request is done; the steps write it only through the note
+// methods, each a fact the step is the one to know.
+type record struct {
+	start    time.Time
+	client   netip.Addr
+	identity Identity
+	rule     string // the policy rule or local endpoint; "" until one is known
+	watch    bool
+	auditID  string // the API server's Audit-Id, so a log line can be joined with the audit log
+	reason   string // why picogate refused the request, or why it failed ("" if it did neither)
+}
+
+func recordFrom(r *http.Request) *record { return must[*record](r, recordKey) }
+
+// noteClient records the client's address (sourceCheck).
+func (rec *record) noteClient(a netip.Addr) { rec.client = a }
+
+// noteIdentity records who the request is forwarded as, once that is certain (authenticate; verify
+// for a signed request): a forged signature is never logged as the device it names.
+func (rec *record) noteIdentity(id Identity) { rec.identity = id }
+
+// noteRule records the rule or endpoint that decided the request, and whether it is a watch.
+func (rec *record) noteRule(rule string, watch bool) { rec.rule, rec.watch = rule, watch }
+
+// noteAuditID records the API server's Audit-Id of the answer (compaction).
+func (rec *record) noteAuditID(id string) { rec.auditID = id }
+
+// noteRefusal records why the request was refused or failed, and the rule, unless a step before
+// already named one.
+func (rec *record) noteRefusal(rule, reason string) {
+	if rec.rule == "" {
+		rec.rule = rule
+	}
+	rec.reason = reason
+}
+
+// observe is the first step: it creates the request's record, and when the request is done writes one
+// access-log line and the metrics for it. The log line names the client, the identity it was forwarded
+// as, the rule, status, bytes and duration, and the API server's Audit-Id; never a credential. For
+// watches it also keeps a write deadline moving, so a device that stops reading is cut off after
 // WriteTimeout instead of holding its watch forever.
 func (g *Gateway) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		info := &reqInfo{start: time.Now(), bodyPending: r.Body != nil && r.Body != http.NoBody}
-		rw := &recordingWriter{ResponseWriter: w, info: info, g: g, rc: http.NewResponseController(w)}
-		_ = rw.rc.SetWriteDeadline(info.start.Add(g.cfg.WriteTimeout))
+		rec := &record{start: time.Now()}
+		rw := &recordingWriter{ResponseWriter: w, rec: rec, timeout: g.cfg.WriteTimeout, rc: http.NewResponseController(w)}
+		_ = rw.rc.SetWriteDeadline(rec.start.Add(g.cfg.WriteTimeout))
 		g.metrics.inFlight.Inc()
 		defer func() {
 			g.metrics.inFlight.Dec()
-			g.record(r, rw)
+			g.logRequest(r, rw)
 		}()
-		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), infoKey{}, info)))
+		next.ServeHTTP(rw, with(r, recordKey, rec))
 	})
 }
 
-func (g *Gateway) record(r *http.Request, rw *recordingWriter) {
-	info := rw.info
+func (g *Gateway) logRequest(r *http.Request, rw *recordingWriter) {
+	rec := rw.rec
 	code := rw.code
 	if code == 0 {
 		code = 499 // the client went away before an answer, nginx's convention
-		if info.reason == "" {
-			info.reason = "client closed the connection"
+		if rec.reason == "" {
+			rec.reason = "client closed the connection"
 		}
 	}
-	elapsed := time.Since(info.start)
+	elapsed := time.Since(rec.start)
 	codeStr := strconv.Itoa(code)
-	route := info.route
-	if route == "" {
-		route = "none"
+	rule := rec.rule
+	if rule == "" {
+		rule = "none"
 	}
-	g.metrics.requests.WithLabelValues(codeStr, route).Inc()
-	if !info.watch {
-		g.metrics.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+	g.metrics.requests.WithLabelValues(codeStr, rule).Inc()
+	if !rec.watch {
+		g.metrics.duration.WithLabelValues(rule).Observe(elapsed.Seconds())
 		if rw.bytes > 4096 {
 			g.metrics.overBuffer.Inc()
 		}
 	}
 	g.metrics.responseBytes.Add(float64(rw.bytes))
-	if info.device != nil {
-		g.metrics.deviceRequests.WithLabelValues(info.device.Name, codeStr).Inc()
-		g.metrics.deviceLastSeen.WithLabelValues(info.device.Name).Set(float64(info.start.Unix()))
+	if d := rec.identity.Device(); d != nil {
+		g.metrics.deviceRequests.WithLabelValues(d.Name, codeStr).Inc()
+		g.metrics.deviceLastSeen.WithLabelValues(d.Name).Set(float64(rec.start.Unix()))
 	}
 	if !g.cfg.AccessLog {
 		return
@@ -62,26 +99,26 @@ func (g *Gateway) record(r *http.Request, rw *recordingWriter) {
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{
-		slog.String("client", info.client.String()),
+		slog.String("client", rec.client.String()),
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
 		slog.Int("status", code),
 		slog.Int64("bytes", rw.bytes),
 		slog.Duration("duration", elapsed),
-		slog.String("identity", info.identity()),
-		slog.String("route", route),
+		slog.String("identity", rec.identity.String()),
+		slog.String("route", rule),
 	}
 	if r.URL.RawQuery != "" {
 		attrs = append(attrs, slog.String("query", r.URL.RawQuery))
 	}
-	if info.watch {
+	if rec.watch {
 		attrs = append(attrs, slog.Bool("watch", true))
 	}
-	if info.auditID != "" {
-		attrs = append(attrs, slog.String("audit_id", info.auditID))
+	if rec.auditID != "" {
+		attrs = append(attrs, slog.String("audit_id", rec.auditID))
 	}
-	if info.reason != "" {
-		attrs = append(attrs, slog.String("reason", info.reason))
+	if rec.reason != "" {
+		attrs = append(attrs, slog.String("reason", rec.reason))
 	}
 	g.access.LogAttrs(r.Context(), level, "request", attrs...)
 }
@@ -89,11 +126,11 @@ func (g *Gateway) record(r *http.Request, rw *recordingWriter) {
 // recordingWriter captures the status and size of the response for the access log.
 type recordingWriter struct {
 	http.ResponseWriter
-	info  *reqInfo
-	g     *Gateway
-	rc    *http.ResponseController
-	code  int
-	bytes int64
+	rec     *record
+	timeout time.Duration
+	rc      *http.ResponseController
+	code    int
+	bytes   int64
 }
 
 func (w *recordingWriter) WriteHeader(code int) {
@@ -107,8 +144,8 @@ func (w *recordingWriter) Write(p []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
-	if w.info.watch {
-		_ = w.rc.SetWriteDeadline(time.Now().Add(w.g.cfg.WriteTimeout))
+	if w.rec.watch {
+		_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)

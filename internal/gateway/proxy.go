@@ -56,7 +56,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(g.cfg.Upstream)
 	h := pr.Out.Header
 	for k := range h {
-		if len(k) >= 9 && (strings.HasPrefix(k, "Impersonate-") || strings.HasPrefix(k, "X-Remote-")) {
+		if strings.HasPrefix(k, "Impersonate-") || strings.HasPrefix(k, "X-Remote-") {
 			delete(h, k)
 		}
 	}
@@ -66,28 +66,32 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded() // the API server's audit log then records the device's address in sourceIPs
 	delete(h, "X-Forwarded-Host")
 	delete(h, "X-Forwarded-Proto")
-	if d := infoFrom(pr.In).device; d != nil {
-		h["Impersonate-User"] = d.User
-		h["Impersonate-Group"] = d.Groups
+	switch id := identityFrom(pr.In); {
+	case id.Device() != nil:
+		h["Impersonate-User"] = id.device.User
+		h["Impersonate-Group"] = id.device.Groups
+	case id.Shared():
+	default:
+		// Unreachable: authenticate and verify let only these two through to here.
+		panic("gateway: forwarding a request without an identity")
 	}
 }
 
 // proxyError answers when the API server could not be reached or did not answer in time: 503 with
 // Retry-After, never a hang and never a half response dressed up as a whole one.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	info := infoFrom(r)
 	kind := upstreamErrorKind(r, err)
-	info.reason = "upstream: " + kind
 	if kind == "client-gone" {
+		recordFrom(r).noteRefusal("", "upstream: "+kind)
 		return // nobody to answer; the access log records it
 	}
 	g.metrics.upstreamErrors.WithLabelValues(kind).Inc()
 	g.log.Warn("upstream request failed", "kind", kind, "err", err, "method", r.Method, "path", r.URL.Path)
+	msg := "the Kubernetes API server is unavailable"
 	if kind == "timeout" {
-		status.WriteRetry(w, http.StatusServiceUnavailable, "the Kubernetes API server did not answer in time", retryAfterUnavailable)
-		return
+		msg = "the Kubernetes API server did not answer in time"
 	}
-	status.WriteRetry(w, http.StatusServiceUnavailable, "the Kubernetes API server is unavailable", retryAfterUnavailable)
+	refuseAs(w, r, "", "upstream: "+kind, &status.Error{Code: http.StatusServiceUnavailable, Message: msg, RetryAfter: retryAfterUnavailable})
 }
 
 func upstreamErrorKind(r *http.Request, err error) string {

@@ -3,11 +3,24 @@ package gateway
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/picogate/picogate/internal/hmacauth"
 )
+
+// deviceState is what the gateway keeps per registered device: its rate limiter, its open watches,
+// its hmac verifiers and nonces, and its metric handles, resolved once so a request does not look
+// labels up.
+type deviceState struct {
+	limiter     *rate.Limiter
+	rateLimited prometheus.Counter
+	watches     sync.Map // *watchHandle → struct{}: open watches, ended when the device is revoked
+	nonces      atomic.Pointer[hmacauth.NonceCache]
+	keyed       [2]atomic.Pointer[hmacauth.Keyed] // hmac mode: verifiers of the current and next key
+}
 
 // deviceStates holds per-device state for registered devices, created on first request.
 type deviceStates struct {

@@ -1,0 +1,78 @@
+package gateway
+
+import (
+	"net/http"
+
+	"github.com/picogate/picogate/internal/hmacauth"
+	"github.com/picogate/picogate/internal/registry"
+)
+
+type identityKind uint8
+
+const (
+	// anonymous requests are never forwarded: the gateway's anonymous endpoints (time, enrollment).
+	anonymous identityKind = iota
+	// deviceIdentity requests are forwarded as the device's own node.
+	deviceIdentity
+	// sharedIdentity requests carry no credential and are forwarded with the gateway's own identity
+	// (--shared-identity).
+	sharedIdentity
+)
+
+// Identity is who a request is forwarded as: a device (its own node, system:node:NAME in the groups
+// system:nodes and picogate:devices), the shared identity (the gateway's own), or nobody (the gateway's
+// anonymous endpoints). authenticate decides it; for a signed request it is first a claim (the header checked,
+// the name known, the timestamp in the window) that verify turns into the device once the signature
+// over the body is right. Immutable: a step that learns more hands on a new one.
+type Identity struct {
+	kind   identityKind
+	device *registry.Device
+	state  *deviceState
+	claim  *hmacauth.Header // a signed request whose signature verify has yet to check
+	signed []byte           // the key a verified signature was made with (the device's key or its next)
+}
+
+// Device is the authenticated device, or nil (shared, anonymous, or a signature not yet verified).
+func (id Identity) Device() *registry.Device {
+	if id.kind != deviceIdentity || id.claim != nil {
+		return nil
+	}
+	return id.device
+}
+
+// SigningKey is the key a signed request was verified with (the device's current key, or its next key
+// during a rotation), or nil: an hmac device's rotation binds its next key to it.
+func (id Identity) SigningKey() []byte {
+	if id.Device() == nil {
+		return nil
+	}
+	return id.signed
+}
+
+// Shared reports whether the request is forwarded with the shared identity.
+func (id Identity) Shared() bool { return id.kind == sharedIdentity }
+
+// String is how the access log names the identity.
+func (id Identity) String() string {
+	switch id.kind {
+	case deviceIdentity:
+		return id.device.User[0] // system:node:NAME, built once per device
+	case sharedIdentity:
+		return "shared"
+	default:
+		return "-"
+	}
+}
+
+func identityFrom(r *http.Request) Identity { return must[Identity](r, identityKey) }
+
+// IdentityFrom returns who the request is forwarded as. Every step after authenticate, and every local
+// endpoint, may call it.
+func IdentityFrom(r *http.Request) Identity { return identityFrom(r) }
+
+// DeviceFrom returns the device a request was authenticated as, or nil: for local endpoints, which run
+// after the signature is verified.
+func DeviceFrom(r *http.Request) *registry.Device { return identityFrom(r).Device() }
+
+// SigningKey returns the key a signed request was verified with, or nil (see Identity.SigningKey).
+func SigningKey(r *http.Request) []byte { return identityFrom(r).SigningKey() }
