@@ -119,14 +119,19 @@ func (v jval) equal(s string) bool {
 }
 
 // plainString reports whether a JSON string's contents need no decoding:
-// no escapes and valid UTF-8.
+// no escapes and valid UTF-8. Every byte is looked at for a backslash, since
+// an escape may follow non-ASCII text.
 func plainString(raw []byte) bool {
+	ascii := true
 	for _, c := range raw {
-		if c == '\\' || c >= utf8.RuneSelf {
-			return c != '\\' && utf8.Valid(raw)
+		if c == '\\' {
+			return false
+		}
+		if c >= utf8.RuneSelf {
+			ascii = false
 		}
 	}
-	return true
+	return ascii || utf8.Valid(raw)
 }
 
 // str returns the value of a JSON string, unescaped.

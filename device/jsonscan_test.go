@@ -74,6 +74,43 @@ func TestGetAndStr(t *testing.T) {
 	}
 }
 
+// An escape after a non-ASCII character used to come back undecoded: the check for a plain string
+// stopped at the first non-ASCII byte and asked only whether the rest was valid UTF-8 (found by
+// FuzzParseJSON; the input is in its seed corpus).
+func TestStrEscapeAfterNonASCII(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string // a JSON string
+		want string
+	}{
+		{"backspace after 2-byte character", "\"\xc3\xa9\\b\"", "\u00e9\b"},
+		{"long key", "\"" + strings.Repeat("k", 40) + "\xd7\x90" + strings.Repeat("k", 40) + "\\b\"", strings.Repeat("k", 40) + "\u05d0" + strings.Repeat("k", 40) + "\b"},
+		{"every escape after a 3-byte character", "\"\xe2\x82\xac\\b\\f\\n\\r\\t\\\"\\\\\\/\\u0041\"", "\u20ac\b\f\n\r\t\"\\/A"},
+		{"non-ASCII without escapes", "\"\xc3\xa9t\xc3\xa9\"", "\u00e9t\u00e9"},
+		{"escape before non-ASCII", "\"\\n\xc3\xa9\"", "\n\u00e9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := parseJSON([]byte(tc.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, ok := v.str(); !ok || got != tc.want {
+				t.Errorf("str(%s): got %q, %v; want %q, true", tc.in, got, ok, tc.want)
+			}
+			if !v.equal(tc.want) {
+				t.Errorf("equal(%s, %q): got false, want true", tc.in, tc.want)
+			}
+			obj, err := parseJSON([]byte("{" + tc.in + ":1}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, ok := obj.get(tc.want).int(); !ok || n != 1 {
+				t.Errorf("get(%q) in {%s:1}: got %d, %v; want 1, true", tc.want, tc.in, n, ok)
+			}
+		})
+	}
+}
+
 // walk visits every value under v, as a fuzz target's way to reach every
 // code path of each and str.
 func walk(v jval, depth int, visit func(jval)) {
