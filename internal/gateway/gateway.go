@@ -16,7 +16,10 @@
 //	verify         a signature over the body, its nonce (401)                       [Identity]
 //	inspect        checks of the content (Config.Checks)
 //	deadline       how long the rest may take
-//	dispatch       the local endpoint's handler, or compaction → proxy (rewrite → upstream)
+//	dispatch       the local endpoint's handler, or on to the proxy
+//	answer         the gateway answers some device requests itself (Config.Answers:
+//	               heartbeat translation, cached reads), as the device upstream
+//	compaction     then the proxy (rewrite → upstream)
 //
 // Every refusal is a status.Error written by one function (Refuse), which also records the reason and
 // closes the connection when the body was not read. The limits come before the body: a request over
@@ -101,6 +104,8 @@ type Config struct {
 	Local []LocalRoute
 	// Checks inspect each request's content before it is forwarded or served (see Check).
 	Checks []Check
+	// Answers may answer device requests themselves instead of forwarding them (see Answer).
+	Answers []Answer
 	// Now is the clock signed requests are checked against. Default time.Now.
 	Now func() time.Time
 	// AccessLog writes one log line per request. picogate serve turns it on.
@@ -228,7 +233,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.locals = newLocalRoutes(g.timeRoute(), cfg.Local)
 	g.handler = chain(g.proxy, g.observe, g.sourceCheck, g.route, g.authenticate, g.authorize,
 		g.deviceRate, g.admit, g.deviceWatches, g.readBody, g.verify, g.inspect, g.deadline,
-		g.dispatch, g.compaction)
+		g.dispatch, g.answer, g.compaction)
 	return g, nil
 }
 
