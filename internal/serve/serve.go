@@ -46,7 +46,9 @@ type Config struct {
 	// Enrollment turns on POST /picogate/v1/enroll, /rotate and /deregister: the gateway then writes
 	// device records and enrollment tokens (deploy/rbac-enrollment.yaml). Off, it only reads Secrets.
 	Enrollment bool
-	Logger     *slog.Logger
+	// Fleet is heartbeat translation and cached reads (docs/heartbeat.md).
+	Fleet  Fleet
+	Logger *slog.Logger
 }
 
 // Run serves until ctx ends. An unusable configuration fails at once, before anything is served, with
@@ -136,6 +138,14 @@ func build(cfg Config) (*parts, error) {
 		if !fail(err) {
 			p.reg, gc.Registry = reg, reg
 			p.background = append(p.background, reg.Run)
+		}
+		fleet, err := buildFleet(cfg.Fleet, up, log)
+		if !fail(err) && p.reg != nil {
+			gc.Answers = fleet.answers
+			p.background = append(p.background, fleet.run...)
+			for _, f := range fleet.changed {
+				p.reg.Subscribe(f)
+			}
 		}
 	}
 	if p.reg != nil {
