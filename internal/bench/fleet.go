@@ -83,7 +83,7 @@ func (b *Bench) runFleet(ctx context.Context, l *lab, rep *Report) error {
 	return nil
 }
 
-func (b *Bench) fleetSize(ctx context.Context, l *lab, n int) (FleetRow, error) {
+func (b *Bench) fleetSize(ctx context.Context, l *lab, n int) (_ FleetRow, err error) {
 	cfg := &b.cfg
 	b.progress(fmt.Sprintf("fleet of %d: clearing earlier sizes' nodes and leases", n))
 	if err := l.resetDevices(ctx); err != nil {
@@ -94,7 +94,7 @@ func (b *Bench) fleetSize(ctx context.Context, l *lab, n int) (FleetRow, error) 
 	if err != nil {
 		return FleetRow{}, err
 	}
-	defer gw.stop()
+	defer func() { err = errors.Join(err, gw.stop()) }()
 	m := l.meter(gw.pids)
 	before, rejBefore, err := l.apiCounters(ctx)
 	if err != nil {

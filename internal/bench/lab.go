@@ -244,7 +244,8 @@ func firmwareNode(name string) *corev1.Node {
 			NodeInfo: corev1.NodeSystemInfo{
 				MachineID: "rp2040", SystemUUID: "rp2040", BootID: "1", KernelVersion: "pico-sdk-2.0",
 				OSImage: "Raspberry Pi Pico W", ContainerRuntimeVersion: "none://0", KubeletVersion: "v1.37.2-pico",
-				KubeProxyVersion: "v1.37.2-pico", OperatingSystem: "linux", Architecture: "arm",
+				KubeProxyVersion: "v1.37.2-pico", //nolint:staticcheck // deprecated, but the reference firmware still sends it
+				OperatingSystem:  "linux", Architecture: "arm",
 			},
 			DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: 10250}},
 		},

@@ -25,7 +25,11 @@ func prepared(t *testing.T) *ControlPlane {
 	if err != nil {
 		t.Fatalf("prepare: %v", err)
 	}
-	t.Cleanup(func() { c.Stop() })
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("stopping control plane: %v", err)
+		}
+	})
 	return c
 }
 
