@@ -27,16 +27,51 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintln(stderr, "picogate: "+oneLine(err))
-	var u usageError
-	if errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown ") || strings.Contains(err.Error(), "flag") || strings.Contains(err.Error(), "arg(s)") {
+	if errors.As(err, new(usageError)) {
 		return 2
 	}
 	return 1
 }
 
+// usageError marks a command line the user must change (a bad flag, argument or subcommand): exit
+// code 2. Commands wrap their own checks in it; typeUsageErrors wraps the checks cobra makes.
 type usageError struct{ error }
 
 func (u usageError) Unwrap() error { return u.error }
+
+// typeUsageErrors makes the usage errors cobra reports itself usageErrors, for c and every command
+// under it: a bad argument count, and an unknown subcommand of a command group (cobra checks that
+// only at the root, and a group without a Run of its own would print its help and exit 0). Flag
+// errors are wrapped by the root's SetFlagErrorFunc.
+func typeUsageErrors(c *cobra.Command) {
+	if c.HasSubCommands() {
+		c.SuggestionsMinimumDistance = 2
+		c.Args = func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			err := fmt.Errorf("unknown command %q for %q", args[0], c.CommandPath())
+			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+				err = fmt.Errorf("%w (did you mean %q?)", err, s[0])
+			}
+			return usageError{err}
+		}
+		if !c.Runnable() {
+			c.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+		}
+	} else if check := c.Args; check != nil {
+		c.Args = func(c *cobra.Command, args []string) error {
+			err := check(c, args)
+			if err == nil || errors.As(err, new(usageError)) {
+				return err
+			}
+			return usageError{err}
+		}
+	}
+	for _, sub := range c.Commands() {
+		typeUsageErrors(sub)
+	}
+}
 
 // oneLine flattens joined errors ("a\nb") into "a; b".
 func oneLine(err error) string {
@@ -69,6 +104,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newServe(g), newDevice(g), newToken(g), newVersion(g), newSetup(g))
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	typeUsageErrors(root)
 	return root
 }
 
@@ -98,7 +136,7 @@ func (g *globals) client() (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(rc)
 }
 
-// exitIfNoArgs is cobra.ExactArgs with picogate's one-line usage errors.
+// exactArgs is cobra.ExactArgs with picogate's one-line usage errors.
 func exactArgs(n int, what string) cobra.PositionalArgs {
 	return func(_ *cobra.Command, args []string) error {
 		if len(args) != n {
