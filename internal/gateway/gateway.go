@@ -45,6 +45,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/picogate/picogate/internal/dashboard"
 	"github.com/picogate/picogate/internal/policy"
 )
 
@@ -110,6 +111,9 @@ type Config struct {
 	Now func() time.Time
 	// AccessLog writes one log line per request. picogate serve turns it on.
 	AccessLog bool
+	// OnRequest, if set, is given every finished request (the fleet dashboard's Record; never a
+	// credential). It runs on the request's goroutine, so it must not block.
+	OnRequest func(dashboard.Event)
 	// Logger receives the gateway's logs; AccessLogger the access log (default Logger).
 	Logger, AccessLogger *slog.Logger
 }

@@ -5,7 +5,10 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/picogate/picogate/internal/dashboard"
 )
 
 // record is one request's access-log record: the only mutable per-request value of the request path.
@@ -91,6 +94,9 @@ func (g *Gateway) logRequest(r *http.Request, rw *recordingWriter) {
 		g.metrics.deviceRequests.WithLabelValues(d.Name, codeStr).Inc()
 		g.metrics.deviceLastSeen.WithLabelValues(d.Name).Set(float64(rec.start.Unix()))
 	}
+	if g.cfg.OnRequest != nil {
+		g.cfg.OnRequest(dashboardEvent(r, rec, code, elapsed))
+	}
 	if !g.cfg.AccessLog {
 		return
 	}
@@ -121,6 +127,19 @@ func (g *Gateway) logRequest(r *http.Request, rw *recordingWriter) {
 		attrs = append(attrs, slog.String("reason", rec.reason))
 	}
 	g.access.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// dashboardEvent is the record as the fleet dashboard takes it: no credential, nothing allocated.
+func dashboardEvent(r *http.Request, rec *record, code int, elapsed time.Duration) dashboard.Event {
+	ev := dashboard.Event{Start: rec.start, Duration: elapsed, Method: r.Method, Path: r.URL.Path, Status: code,
+		Rule: rec.rule, Reason: rec.reason, Client: rec.client, UserAgent: r.Header.Get("User-Agent"), Watch: rec.watch,
+		RateLimited: code == http.StatusTooManyRequests && rec.reason != "", UpstreamError: strings.HasPrefix(rec.reason, "upstream: ")}
+	if d := rec.identity.Device(); d != nil {
+		ev.Device, ev.Auth = d.Name, string(d.Auth)
+	} else if rec.identity.Shared() {
+		ev.Auth = "shared"
+	}
+	return ev
 }
 
 // recordingWriter captures the status and size of the response for the access log.

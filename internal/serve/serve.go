@@ -164,7 +164,9 @@ func build(cfg Config) (*parts, error) {
 			}
 		}
 		p.dash, err = dashboard.New(dashboard.Config{Registry: p.reg, Client: p.up.Client, Logger: log})
-		fail(err)
+		if !fail(err) {
+			gc.OnRequest = p.dash.Record
+		}
 		p.gw, err = gateway.New(gc)
 		if !fail(err) {
 			p.reg.Subscribe(p.gw.DeviceChanged)
