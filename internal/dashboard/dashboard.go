@@ -147,7 +147,7 @@ func (d *Dashboard) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			ready, nodes := d.kube.readyCount()
+			ready, nodes := d.kube.readyCount(func(name string) bool { _, ok := d.cfg.Registry.ByName(name); return ok })
 			d.history.rotate(d.cfg.Now(), ready, nodes)
 			d.stats.retain(func(name string) bool {
 				_, ok := d.cfg.Registry.ByName(name)

@@ -13,13 +13,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/picogate/picogate/internal/registry"
 )
 
 // NodeCondition is one condition of a device's Node, as the device page shows it.
@@ -51,10 +48,9 @@ type PodInfo struct {
 	Phase     string `json:"phase"`
 }
 
-// kubeView is the Kubernetes side of the dashboard: device Nodes (by the label picogate puts on them),
-// their Leases, and the pods bound to them, each kept by an informer whose objects are trimmed to what
-// the page shows. A device Node is small once trimmed (its conditions); the pod informer holds every
-// bound pod of the cluster, trimmed to name, node and phase (about 200 bytes each).
+// kubeView is the Kubernetes side of the dashboard: Nodes, the Leases of kube-node-lease, and the pods
+// bound to nodes, each kept by an informer whose objects are trimmed to what the page shows (a Node to
+// its conditions, addresses, labels and node info; a pod to its name, node and phase).
 type kubeView struct {
 	client kubernetes.Interface
 	log    *slog.Logger
@@ -190,9 +186,10 @@ func listWatch[L runtime.Object](list func(context.Context, metav1.ListOptions) 
 }
 
 func (k *kubeView) nodeInformer() cache.SharedIndexInformer {
+	// Every Node, not only those labelled registry.NodeMarkerLabel: a device's Node created before the
+	// gateway set the label has none. Rows come from the registry, so a real node is never shown.
 	nodes := k.client.CoreV1().Nodes()
-	sel := labels.SelectorFromSet(labels.Set{registry.NodeMarkerLabel: "true"}).String()
-	inf := cache.NewSharedIndexInformer(listWatch(nodes.List, nodes.Watch, func(o *metav1.ListOptions) { o.LabelSelector = sel }), &corev1.Node{}, 0, cache.Indexers{})
+	inf := cache.NewSharedIndexInformer(listWatch(nodes.List, nodes.Watch, func(*metav1.ListOptions) {}), &corev1.Node{}, 0, cache.Indexers{})
 	k.mu.Lock()
 	k.nodesSynced = inf.HasSynced
 	k.mu.Unlock()
@@ -359,18 +356,22 @@ func (k *kubeView) row(name string) kubeRow {
 	return r
 }
 
-// readyCount is the number of device Nodes Ready, and of device Nodes; -1, -1 while the Nodes are not
-// known.
-func (k *kubeView) readyCount() (ready, nodes int) {
+// readyCount is the number of device Nodes Ready, and of device Nodes (Nodes named like a registered
+// device); -1, -1 while the Nodes are not known.
+func (k *kubeView) readyCount(isDevice func(string) bool) (ready, nodes int) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
 	if k.nodesSynced == nil || !k.nodesSynced() {
 		return -1, -1
 	}
-	for _, n := range k.nodes {
+	for name, n := range k.nodes {
+		if !isDevice(name) {
+			continue
+		}
+		nodes++
 		if n.ready == string(corev1.ConditionTrue) {
 			ready++
 		}
 	}
-	return ready, len(k.nodes)
+	return ready, nodes
 }
