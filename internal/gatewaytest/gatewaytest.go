@@ -54,9 +54,13 @@ type Gateway struct {
 // source, so a test never runs a binary older than the code it checks. The build goes to a cache folder
 // shared by every test process of the module (under a file lock), where `go build` only relinks when a
 // source changed: the first package pays one link, the others a check of about 0.3s. PICOGATE_BIN is
-// not consulted: it names the control plane's binaries, which this module does not build.
+// not consulted: it names the control plane's binaries, which this module does not build. Under -short
+// the test is skipped.
 func Binary(t testing.TB, name string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs the " + name + " binary (not in -short)")
+	}
 	b := builds.get(name)
 	b.once.Do(func() { b.path, b.err = buildShared(name) })
 	if b.err != nil {

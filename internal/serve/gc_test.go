@@ -15,9 +15,6 @@ import (
 // TestGCFlagsTakeEffect runs `picogate serve` and reads the collector's settings back from the runtime
 // through /metrics: the flags apply, their defaults apply, and GOGC / GOMEMLIMIT win over them.
 func TestGCFlagsTakeEffect(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the picogate binary")
-	}
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := os.WriteFile(kubeconfig, []byte(unreachableKubeconfig), 0o600); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,7 @@
 // Package controlplanetest starts real local control planes for tests: Start gives one test its
 // own (cleanup registered, the API server's log shown when the test fails), Shared gives all the
 // tests of a package one, and SeedFleet creates the objects devices read. Missing binaries fail the
-// test, never skip it.
+// test, never skip it; under -short every test needing a control plane is skipped.
 package controlplanetest
 
 import (
@@ -21,6 +21,7 @@ const logLines = 40
 // t.Context() on purpose: cleanups registered after this call still reach the API server.
 func Start(t testing.TB, cfg controlplane.Config) *controlplane.ControlPlane {
 	t.Helper()
+	skipShort(t)
 	c, err := controlplane.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err) // already says "starting control plane: ..."
@@ -34,4 +35,12 @@ func Start(t testing.TB, cfg controlplane.Config) *controlplane.ControlPlane {
 		}
 	})
 	return c
+}
+
+// skipShort skips t under -short, the tier without a control plane.
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a control plane (not in -short)")
+	}
 }

@@ -61,6 +61,7 @@ func (r *recordingTB) runCleanups() {
 }
 
 func TestStartFailsWithoutBinaries(t *testing.T) {
+	skipShort(t)
 	dir := t.TempDir()
 	rec := &recordingTB{TB: t}
 	rec.run(func() { Start(rec, controlplane.Config{BinDir: dir}) })
@@ -77,6 +78,7 @@ func TestStartFailsWithoutBinaries(t *testing.T) {
 }
 
 func TestCleanupShowsAPIServerLogOnFailure(t *testing.T) {
+	skipShort(t)
 	tests := []struct {
 		name     string
 		failed   bool
@@ -109,6 +111,7 @@ func TestCleanupShowsAPIServerLogOnFailure(t *testing.T) {
 }
 
 func TestSharedFailsEveryGetWithoutBinaries(t *testing.T) {
+	skipShort(t)
 	dir := t.TempDir()
 	setupRan := false
 	s := &Shared{Config: controlplane.Config{BinDir: dir}, AuditPolicy: "rules: []", Setup: func(*controlplane.ControlPlane) error {
@@ -130,9 +133,7 @@ func TestSharedFailsEveryGetWithoutBinaries(t *testing.T) {
 }
 
 func TestSharedStartsOnceAndRunsSetupOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a control plane")
-	}
+	skipShort(t)
 	setups := 0
 	s := &Shared{AuditPolicy: "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n", Setup: func(*controlplane.ControlPlane) error {
 		setups++

@@ -47,6 +47,7 @@ func (s *Shared) Main(m *testing.M) {
 // run `make controlplane`".
 func (s *Shared) Get(t testing.TB) *controlplane.ControlPlane {
 	t.Helper()
+	skipShort(t)
 	s.once.Do(func() { s.cp, s.err = s.start() })
 	if s.err != nil {
 		t.Fatalf("control plane: %v", s.err)
