@@ -37,7 +37,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.BinDir, "bin", "", "folder with the control plane binaries (default $PICOGATE_BIN, else ./bin of the module)")
 	fs.BoolVar(&cfg.Scheduler, "scheduler", true, "run kube-scheduler")
 	fs.BoolVar(&cfg.ControllerManager, "controller-manager", true, "run kube-controller-manager")
-	fs.DurationVar(&cfg.NodeMonitorGracePeriod, "node-monitor-grace-period", 0, "time before a silent node is NotReady (default 20s)")
+	fs.DurationVar(&cfg.NodeMonitorGracePeriod, "node-monitor-grace-period", 0, "time before a silent node is NotReady (default 50s, as k3s)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

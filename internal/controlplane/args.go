@@ -80,9 +80,19 @@ func (c *ControlPlane) schedulerArgs() []string {
 	return c.componentArgs(Scheduler, c.schedulerPort)
 }
 
+// controllerManagerArgs are k3s's controller manager settings that matter to nodes (the grace
+// period and, when asked, node IPAM) plus the keys and CA it signs with.
 func (c *ControlPlane) controllerManagerArgs() []string {
 	p := c.pki
-	return append(c.componentArgs(ControllerManager, c.controllerManagerPort),
+	args := c.componentArgs(ControllerManager, c.controllerManagerPort)
+	if c.cfg.NodeIPAM {
+		args = append(args,
+			"--allocate-node-cidrs=true",
+			"--cluster-cidr="+c.cfg.ClusterCIDR,
+			"--node-cidr-mask-size="+strconv.Itoa(c.cfg.NodeCIDRMaskSize),
+		)
+	}
+	return append(args,
 		"--service-account-private-key-file="+p.saKeyFile,
 		"--root-ca-file="+p.caFile,
 		"--cluster-signing-cert-file="+p.caFile,

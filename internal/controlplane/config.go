@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -31,9 +32,25 @@ type Config struct {
 	ControllerManager bool
 
 	// NodeMonitorGracePeriod is kube-controller-manager's --node-monitor-grace-period: how long
-	// a node may go without a Lease or status renewal before it is marked NotReady. Default 20s;
-	// Kubernetes' own 50s makes tests slow.
+	// a node may go without a Lease or status renewal before it is marked NotReady. Default 50s,
+	// k3s's and Kubernetes' own since 1.32; a test that waits for a node to go NotReady sets a
+	// shorter one and says so.
 	NodeMonitorGracePeriod time.Duration
+
+	// NodeIPAM runs kube-controller-manager with node IPAM on, as k3s always does
+	// (--allocate-node-cidrs=true): the range allocator gives every Node without one a
+	// spec.podCIDR of NodeCIDRMaskSize bits from ClusterCIDR, and occupies the podCIDRs that
+	// Nodes already name, exiting at start when one of them is outside ClusterCIDR.
+	NodeIPAM bool
+
+	// ClusterCIDR is kube-controller-manager's --cluster-cidr when NodeIPAM is on: the IPv4
+	// network node CIDRs are carved from. Default 10.42.0.0/16, k3s's. A test that wants the allocator to run out sets a small one
+	// (a /22 holds four /24 node CIDRs) and says so.
+	ClusterCIDR string
+
+	// NodeCIDRMaskSize is kube-controller-manager's --node-cidr-mask-size when NodeIPAM is on:
+	// the prefix length of each Node's pod CIDR. Default 24, k3s's (and upstream's for IPv4).
+	NodeCIDRMaskSize int
 
 	// StartTimeout bounds how long each process may take to become healthy. Default 90s, generous
 	// because several control planes may start at once on two cores.
@@ -62,9 +79,15 @@ const (
 // ErrMissingBinary is wrapped by Start's error when a needed binary is not in BinDir.
 var ErrMissingBinary = errors.New("missing control plane binary")
 
+// Defaults that follow k3s, so the local controller manager behaves as on a k3s server.
 const (
-	defaultNodeMonitorGracePeriod = 20 * time.Second
+	defaultNodeMonitorGracePeriod = 50 * time.Second
 	defaultStartTimeout           = 90 * time.Second
+	// DefaultClusterCIDR is k3s's --cluster-cidr.
+	DefaultClusterCIDR = "10.42.0.0/16"
+	// DefaultNodeCIDRMaskSize is k3s's (and upstream kube-controller-manager's IPv4)
+	// --node-cidr-mask-size.
+	DefaultNodeCIDRMaskSize = 24
 )
 
 // withDefaults returns cfg with every unset field given its documented default. It does not
@@ -83,6 +106,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = defaultStartTimeout
 	}
+	if cfg.NodeIPAM && cfg.ClusterCIDR == "" {
+		cfg.ClusterCIDR = DefaultClusterCIDR
+	}
+	if cfg.NodeIPAM && cfg.NodeCIDRMaskSize == 0 {
+		cfg.NodeCIDRMaskSize = DefaultNodeCIDRMaskSize
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -98,6 +127,7 @@ func (cfg Config) validate() error {
 	if cfg.StartTimeout < 0 {
 		errs = append(errs, fmt.Errorf("start timeout %s is negative", cfg.StartTimeout))
 	}
+	errs = append(errs, cfg.validateIPAM()...)
 	for _, name := range cfg.binaries() {
 		path := filepath.Join(cfg.BinDir, name)
 		if fi, err := os.Stat(path); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
@@ -105,6 +135,31 @@ func (cfg Config) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateIPAM checks the node IPAM settings the way kube-controller-manager would, so a bad one
+// fails Start with a clear error instead of a controller manager that exits once started.
+func (cfg Config) validateIPAM() []error {
+	if !cfg.NodeIPAM {
+		if cfg.ClusterCIDR != "" || cfg.NodeCIDRMaskSize != 0 {
+			return []error{errors.New("a cluster CIDR or node CIDR mask size needs NodeIPAM")}
+		}
+		return nil
+	}
+	var errs []error
+	if !cfg.ControllerManager {
+		errs = append(errs, errors.New("node IPAM needs the controller manager"))
+	}
+	p, err := netip.ParsePrefix(cfg.ClusterCIDR)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("cluster CIDR: %w", err))
+	case !p.Addr().Is4() || p != p.Masked():
+		errs = append(errs, fmt.Errorf("cluster CIDR %s: want one IPv4 network address (the local control plane is IPv4 only)", cfg.ClusterCIDR))
+	case cfg.NodeCIDRMaskSize <= p.Bits() || cfg.NodeCIDRMaskSize > 32:
+		errs = append(errs, fmt.Errorf("node CIDR mask size %d: want more than the cluster CIDR's %d bits and at most 32", cfg.NodeCIDRMaskSize, p.Bits()))
+	}
+	return errs
 }
 
 // binaries lists the programs cfg needs.

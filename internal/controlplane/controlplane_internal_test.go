@@ -111,6 +111,12 @@ func TestConfigValidate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	withCM := t.TempDir()
+	for _, name := range []string{Etcd, APIServer, ControllerManager} {
+		if err := os.WriteFile(filepath.Join(withCM, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tests := []struct {
 		name string
 		cfg  Config
@@ -121,6 +127,20 @@ func TestConfigValidate(t *testing.T) {
 			[]string{"node monitor grace period -1ns is negative", "start timeout -1ns is negative"}},
 		{"missing components", Config{BinDir: bin, Scheduler: true, ControllerManager: true},
 			[]string{"kube-scheduler not found in " + bin, "kube-controller-manager not found in " + bin}},
+		{"node IPAM with k3s's defaults", Config{BinDir: withCM, ControllerManager: true, NodeIPAM: true}, nil},
+		{"node IPAM with a small cluster CIDR", Config{BinDir: withCM, ControllerManager: true, NodeIPAM: true, ClusterCIDR: "10.42.0.0/22"}, nil},
+		{"node IPAM without the controller manager", Config{BinDir: bin, NodeIPAM: true},
+			[]string{"node IPAM needs the controller manager"}},
+		{"cluster CIDR without node IPAM", Config{BinDir: bin, ClusterCIDR: "10.42.0.0/16"},
+			[]string{"needs NodeIPAM"}},
+		{"cluster CIDR not a network address", Config{BinDir: withCM, ControllerManager: true, NodeIPAM: true, ClusterCIDR: "10.42.0.1/16"},
+			[]string{"want one IPv4 network address"}},
+		{"IPv6 cluster CIDR", Config{BinDir: withCM, ControllerManager: true, NodeIPAM: true, ClusterCIDR: "fd00:42::/56"},
+			[]string{"want one IPv4 network address"}},
+		{"node mask no longer than the cluster's", Config{BinDir: withCM, ControllerManager: true, NodeIPAM: true, ClusterCIDR: "10.42.0.0/24"},
+			[]string{"node CIDR mask size 24: want more than the cluster CIDR's 24 bits"}},
+		{"unparsable cluster CIDR", Config{BinDir: withCM, ControllerManager: true, NodeIPAM: true, ClusterCIDR: "10.42.0.0"},
+			[]string{"cluster CIDR: "}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -244,5 +264,41 @@ func TestFreePortsDistinct(t *testing.T) {
 			t.Errorf("got ports %v, want 5 distinct positive ones", ports)
 		}
 		seen[p] = true
+	}
+}
+
+func TestControllerManagerArgsFollowK3s(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		want    []string
+		notWant []string
+	}{
+		{"defaults", Config{ControllerManager: true},
+			[]string{"--node-monitor-grace-period=50s"}, []string{"--allocate-node-cidrs=true"}},
+		{"node IPAM as k3s runs it", Config{ControllerManager: true, NodeIPAM: true},
+			[]string{"--allocate-node-cidrs=true", "--cluster-cidr=10.42.0.0/16", "--node-cidr-mask-size=24", "--node-monitor-grace-period=50s"}, nil},
+		{"a test's small cluster CIDR and short grace period", Config{ControllerManager: true, NodeIPAM: true, ClusterCIDR: "10.42.0.0/22", NodeMonitorGracePeriod: 10e9},
+			[]string{"--cluster-cidr=10.42.0.0/22", "--node-monitor-grace-period=10s"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := tt.cfg.withDefaults()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &ControlPlane{cfg: cfg, pki: &pki{}}
+			args := strings.Join(c.controllerManagerArgs(), " ")
+			for _, w := range tt.want {
+				if !strings.Contains(args, w) {
+					t.Errorf("got args %s, want %s among them", args, w)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(args, w) {
+					t.Errorf("got args %s, want no %s", args, w)
+				}
+			}
+		})
 	}
 }

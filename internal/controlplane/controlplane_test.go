@@ -405,3 +405,78 @@ func mustQuantity(t *testing.T, s string) resource.Quantity {
 	}
 	return q
 }
+
+// TestNodeIPAMAndRestart runs the controller manager with node IPAM as k3s does, but with a /22
+// cluster CIDR (four /24 node CIDRs) so running out is cheap to show. It also shows why the
+// restart matters: a Node naming a pod CIDR outside the cluster CIDR is accepted by the API server,
+// and the controller manager exits at its next start.
+func TestNodeIPAMAndRestart(t *testing.T) {
+	cp := controlplanetest.Start(t, controlplane.Config{ControllerManager: true, NodeIPAM: true, ClusterCIDR: "10.42.0.0/22"})
+	ctx := t.Context()
+	admin := clientset(t, cp.AdminConfig())
+	podCIDR := func(name string) func() error {
+		return func() error {
+			n, err := admin.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if n.Spec.PodCIDR == "" {
+				return errors.New("no podCIDR yet")
+			}
+			if !strings.HasPrefix(n.Spec.PodCIDR, "10.42.") || !strings.HasSuffix(n.Spec.PodCIDR, ".0/24") {
+				t.Fatalf("got podCIDR %s for %s, want a /24 of 10.42.0.0/22", n.Spec.PodCIDR, name)
+			}
+			return nil
+		}
+	}
+	for _, name := range []string{"worker-1", "worker-2"} {
+		if _, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, time.Minute, name+" gets a pod CIDR", podCIDR(name))
+	}
+
+	t.Run("restart keeps allocating", func(t *testing.T) {
+		if err := cp.StopControllerManager(); err != nil {
+			t.Fatal(err)
+		}
+		if running, _ := cp.Running(controlplane.ControllerManager); running {
+			t.Fatal("got the controller manager running after StopControllerManager, want stopped")
+		}
+		if err := cp.StartControllerManager(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-3"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, time.Minute, "worker-3 gets a pod CIDR after the restart", podCIDR("worker-3"))
+		if running, err := cp.Running(controlplane.ControllerManager); !running {
+			t.Fatalf("got the controller manager not running: %v", err)
+		}
+	})
+
+	t.Run("a pod CIDR outside the cluster CIDR stops the next start", func(t *testing.T) {
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "outside-1"}, Spec: corev1.NodeSpec{PodCIDR: "192.0.2.1/32", PodCIDRs: []string{"192.0.2.1/32"}}}
+		if _, err := admin.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("got %v, want the API server to accept the Node", err)
+		}
+		if err := cp.StopControllerManager(); err != nil {
+			t.Fatal(err)
+		}
+		// /healthz may answer before the controllers start: the start fails, or the process exits
+		// right after it.
+		err := cp.StartControllerManager(ctx)
+		if err == nil {
+			eventually(t, time.Minute, "the controller manager exits", func() error {
+				if running, _ := cp.Running(controlplane.ControllerManager); running {
+					return errors.New("still running")
+				}
+				return nil
+			})
+			_, err = cp.Running(controlplane.ControllerManager)
+		}
+		if want := "is out the range of cluster cidr 10.42.0.0/22"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want an exit whose log says %q", err, want)
+		}
+	})
+}
