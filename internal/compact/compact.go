@@ -1,7 +1,8 @@
 // Package compact shrinks Kubernetes JSON for devices with a 4 KB receive buffer. It removes
 // metadata.managedFields (about 40% of a Node written by a kubelet, and never useful to a device) and
-// insignificant whitespace, in one pass over the bytes without decoding into Go values: the anchors showed
-// that a decode/re-encode through map[string]any costs more CPU than the proxying itself.
+// insignificant whitespace, in one pass over the bytes without decoding into Go values: a decode/re-encode
+// through map[string]any costs about 20 times as much CPU (BenchmarkAppend vs BenchmarkDecodeReencode:
+// 10 vs 190 µs for a 2.7 KB Node), most of what forwarding the whole request costs.
 //
 // The scanner is a strict JSON validator. Anything that is not exactly one valid JSON value is reported as
 // an error and the caller forwards the original bytes untouched: a device gets the API server's answer or a

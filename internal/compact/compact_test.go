@@ -172,3 +172,41 @@ func FuzzAppend(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkAppend and BenchmarkDecodeReencode compare the one-pass scanner with the obvious alternative
+// (decode into map[string]any, delete managedFields, encode): the reason the package scans bytes.
+func BenchmarkAppend(b *testing.B) {
+	in, err := os.ReadFile("testdata/node-status-full.input.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	var out []byte
+	for b.Loop() {
+		if out, err = Append(out[:0], in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeReencode(b *testing.B) {
+	in, err := os.ReadFile("testdata/node-status-full.input.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var v map[string]any
+		if err := json.Unmarshal(in, &v); err != nil {
+			b.Fatal(err)
+		}
+		if md, ok := v["metadata"].(map[string]any); ok {
+			delete(md, "managedFields")
+		}
+		if _, err := json.Marshal(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
