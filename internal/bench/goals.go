@@ -8,7 +8,7 @@ const (
 	goalNotMeasured = "not measured"
 )
 
-// evaluateGoals reads issue 6's goals off the report. They are reported, never asserted: one machine
+// evaluateGoals reads picogate's performance goals off the report. They are reported, never asserted: one machine
 // is noisy, and the point is to show how far off each one is.
 func evaluateGoals(r *Report) []Goal {
 	find := func(target, workload string) (Result, bool) {
@@ -52,7 +52,7 @@ func perDeviceGoal(w string, find finder) Goal {
 }
 
 func firmwareGoal(w string, find finder) Goal {
-	g := Goal{Goal: fmt.Sprintf("%s (the firmware's pattern): picogate per-device req/s ≥ 3× the seed's nginx", w), Status: goalNotMeasured}
+	g := Goal{Goal: fmt.Sprintf("%s (the firmware's pattern): picogate per-device req/s ≥ 3× the original design's nginx", w), Status: goalNotMeasured}
 	p, ok1 := find(TargetToken, w)
 	s, ok2 := find(TargetNginxSeed, w)
 	if !ok1 || !ok2 {

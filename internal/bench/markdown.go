@@ -106,7 +106,7 @@ func (r *Report) settingsSection(w io.Writer) {
 }
 
 func (r *Report) goalsSection(w io.Writer) {
-	fmt.Fprintf(w, "## Goals (issue 6)\n\n| goal | status | figures |\n|---|---|---|\n")
+	fmt.Fprintf(w, "## Goals\n\n| goal | status | figures |\n|---|---|---|\n")
 	for _, g := range r.Goals {
 		fmt.Fprintf(w, "| %s | **%s** | %s |\n", g.Goal, g.Status, g.Detail)
 	}

@@ -83,7 +83,7 @@ type Result struct {
 	BackgroundCPU float64 `json:"background_cpu_percent"`
 }
 
-// Goal is one of issue 6's goals and how this run did against it.
+// Goal is one of picogate's performance goals and how this run did against it.
 type Goal struct {
 	Goal   string `json:"goal"`
 	Status string `json:"status"` // met, missed, not measured

@@ -22,7 +22,7 @@ import (
 )
 
 // TestFirmwareSequenceSharedIdentity replays the reference firmware's boot and heartbeat through a gateway
-// in --shared-identity mode, the drop-in replacement for the seed's nginx.
+// in --shared-identity mode, the drop-in replacement for the nginx proxy of the original design.
 func TestFirmwareSequenceSharedIdentity(t *testing.T) {
 	gw := startGateway(t, "--shared-identity")
 	firmwareSequence(t, gw.Addr, "", "fw-shared-1", "")

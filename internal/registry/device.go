@@ -1,4 +1,4 @@
-// Package devices is picogate's device registry. Each device is one Secret in the gateway's namespace
+// Package registry is picogate's device registry. Each device is one Secret in the gateway's namespace
 // (picogate-system by default), so every gateway replica reads the same records through the API server
 // and there is no state of picogate's own to back up or replicate. A Secret holds the device's node name,
 // its auth mode, its credential (a SHA-256 of its token, never the token; or, in hmac mode, its signing

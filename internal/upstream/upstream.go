@@ -31,8 +31,9 @@ type Config struct {
 	Kubeconfig string
 	// Context selects a kubeconfig context; empty means the current one.
 	Context string
-	// HTTP2 speaks HTTP/2 to the API server (client-go's default). false uses a pool of HTTP/1.1
-	// connections, which costs less CPU per request on small machines (see docs/benchmarks.md).
+	// HTTP2 speaks HTTP/2 to the API server (client-go's default): every watch shares a few multiplexed
+	// connections instead of holding a TLS connection of its own. false uses a pool of HTTP/1.1
+	// connections.
 	HTTP2 bool
 	// MaxIdleConns is the HTTP/1.1 idle pool size. Default 128.
 	MaxIdleConns int
