@@ -16,6 +16,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/picogate/picogate/device"
 	"github.com/picogate/picogate/internal/controlplane"
 	"github.com/picogate/picogate/internal/controlplane/controlplanetest"
 	"github.com/picogate/picogate/internal/gatewaytest"
@@ -38,10 +39,14 @@ func provision(t *testing.T, kubeconfig string, args ...string) []sim.Credential
 	return creds
 }
 
+// leaseInterval is how often the test's boards renew their Lease (10s by default): a running board then
+// makes a request at least this often, so "quiet" can be a few seconds and still never fire for one.
+const leaseInterval = 2 * time.Second
+
 // runBoards runs picosim boards until the returned stop is called (or the test ends).
 func runBoards(t *testing.T, gateway string, creds []sim.Credential) (stop func()) {
 	t.Helper()
-	s, err := sim.New(sim.Config{Gateway: gateway, Credentials: creds})
+	s, err := sim.New(sim.Config{Gateway: gateway, Credentials: creds, Tune: func(c *device.Config) { c.LeaseInterval = leaseInterval }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,9 +81,10 @@ func TestDashboardEndToEnd(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+gw.Admin+"/")); err != nil {
 		t.Fatal(err)
 	}
-	// A board is quiet after 4s without a request: well below the grace period, so quiet comes first.
+	// A board is quiet after 6s without a request: three Lease renewals of the test's boards, and well
+	// below the grace period, so a stopped board turns quiet before it turns NotReady.
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { const e = document.getElementById('f-quiet-after');
-		e.value = '4'; e.dispatchEvent(new Event('input')); return true; })()`)); err != nil {
+		e.value = '6'; e.dispatchEvent(new Event('input')); return true; })()`)); err != nil {
 		t.Fatal(err)
 	}
 
