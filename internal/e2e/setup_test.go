@@ -156,6 +156,12 @@ func TestSetupCredentialCanDoNothingElse(t *testing.T) {
 		{"label a node", res("patch", "", "nodes", "", "worker-1"), false},
 		{"patch a node's status", &authorizationv1.ResourceAttributes{Verb: "patch", Resource: "nodes", Subresource: "status", Name: "worker-1"}, false},
 		{"delete a node", res("delete", "", "nodes", "", "pico-1"), false},
+		// The fleet dashboard: Lease ages and the phases of pods bound to device nodes, read-only.
+		{"watch pods", res("watch", "", "pods", "", ""), true},
+		{"watch leases in kube-node-lease", res("watch", "coordination.k8s.io", "leases", "kube-node-lease", ""), true},
+		{"get a pod", res("get", "", "pods", "default", "x"), false},
+		{"renew a device's Lease", res("update", "coordination.k8s.io", "leases", "kube-node-lease", "pico-1"), false},
+		{"delete a pod", res("delete", "", "pods", "default", "x"), false},
 		{"impersonate the shared identity's group (without --shared-identity)", res("impersonate", "", "groups", "", "picogate:shared"), false},
 		{"sign certificates", res("create", "certificates.k8s.io", "certificatesigningrequests", "", ""), false},
 	}
