@@ -152,6 +152,8 @@ func deviceState(now time.Time, d registry.Info) string {
 		return "revoked " + ago(now, *d.Revoked)
 	case d.Approved != nil:
 		return "approved, waiting for the device to collect its credential"
+	case d.Pending != nil && d.Reenrollment:
+		return "re-enrollment waiting for approval since " + ago(now, *d.Pending) + " (hardware " + d.HardwareID + "; its current credential works meanwhile): picogate device approve " + d.Name
 	case d.Pending != nil:
 		return "waiting for approval since " + ago(now, *d.Pending) + " (hardware " + d.HardwareID + "): picogate device approve " + d.Name
 	case d.Rotating:
@@ -179,17 +181,18 @@ func newDeviceRevoke(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := registry.NewStore(c, g.namespace).Revoke(cmd.Context(), args[0], deleteNode); err != nil {
+			out, err := registry.NewStore(c, g.namespace).Revoke(cmd.Context(), args[0], deleteNode)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "device %q revoked\n", args[0])
 			if deleteNode {
-				fmt.Fprintf(g.stdout, "node %q and its lease deleted\n", args[0])
+				fmt.Fprintln(g.stdout, out.Describe(args[0]))
 			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&deleteNode, "delete-node", false, "also delete the device's Node and Lease")
+	cmd.Flags().BoolVar(&deleteNode, "delete-node", false, "also delete the device's Node and Lease (only a Node picogate created for a device)")
 	return cmd
 }
 
@@ -244,17 +247,18 @@ func newDeviceApprove(g *globals) *cobra.Command {
 func newDeviceRemove(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "remove NAME",
-		Short: "Deregister a device: revoke it, delete its Node and Lease, then its record",
+		Short: "Deregister a device: revoke it, delete its Node and Lease (only a Node picogate created for a device), then its record",
 		Args:  exactArgs(1, "one device NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			if err := registry.NewStore(c, g.namespace).Remove(cmd.Context(), args[0]); err != nil {
+			out, err := registry.NewStore(c, g.namespace).Remove(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "device %q removed: credential revoked, node and lease deleted, record deleted\n", args[0])
+			fmt.Fprintf(g.stdout, "device %q removed: credential revoked, record deleted; %s\n", args[0], out.Describe(args[0]))
 			return nil
 		},
 	}

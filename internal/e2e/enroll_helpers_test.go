@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -174,29 +175,119 @@ type enrolled struct {
 	message    string
 	reason     string
 	took       time.Duration
+	body       string
 }
 
-// credentialKey is a credential as the gateway returns it (device add -o json's fields plus key).
+// credentialKey is a credential as the gateway returns it (device add -o json's fields plus key). An
+// hmac key agreed by enroll or rotateHMAC is put in Key once its keyConfirm is checked.
 type credentialKey struct {
-	Name, Auth, Token, Key, Header string
+	Name, Auth, Token, Key, Header, KeyConfirm string
 }
 
+var (
+	gwKeyMu sync.Mutex
+	gwKey   []byte
+)
+
+// gatewayPublicKey is the gateway key hmac firmware pins, as `picogate token gateway-key` prints it.
+func gatewayPublicKey(t testing.TB) []byte {
+	t.Helper()
+	gwKeyMu.Lock()
+	defer gwKeyMu.Unlock()
+	if gwKey == nil {
+		k, err := device.ParseGatewayKey(picogate(t, "token", "gateway-key"))
+		if err != nil {
+			t.Fatalf("token gateway-key: %v", err)
+		}
+		gwKey = k
+	}
+	return gwKey
+}
+
+// newBoardKX is a board's key exchange for one enrollment or rotation, against the pinned gateway key.
+func newBoardKX(t testing.TB) *device.KeyExchange {
+	t.Helper()
+	kx, err := device.NewKeyExchange(gatewayPublicKey(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kx
+}
+
+// enrollBody is an enrollment request; kx (hmac mode) adds its ephemeral key.
+func enrollBody(token, name, hw, auth string, kx *device.KeyExchange) string {
+	body := fmt.Sprintf(`{"token":%q,"name":%q,"hardwareId":%q,"auth":%q`, token, name, hw, auth)
+	if kx != nil {
+		body += fmt.Sprintf(`,"ephemeralKey":%q`, hex.EncodeToString(kx.PublicKey()))
+	}
+	return body + "}"
+}
+
+// enroll sends one enrollment as a board would: in hmac mode with a fresh ephemeral key.
 func enroll(t testing.TB, addr, token, name, hw, auth string) enrolled {
 	t.Helper()
-	body := fmt.Sprintf(`{"token":%q,"name":%q,"hardwareId":%q,"auth":%q}`, token, name, hw, auth)
+	var kx *device.KeyExchange
+	if auth == "hmac" {
+		kx = newBoardKX(t)
+	}
+	return enrollKX(t, addr, kx, token, name, hw, auth, "")
+}
+
+// enrollKX sends one enrollment with the board's key exchange kx (nil in token mode; the same one for
+// every poll of an enrollment waiting for approval) and an extra header line (a credential), and reads
+// the answer: a Status, or a credential whose keyConfirm is checked and whose agreed key is put in Key.
+func enrollKX(t testing.TB, addr string, kx *device.KeyExchange, token, name, hw, auth, header string) enrolled {
+	t.Helper()
 	start := time.Now()
-	r := firmwareDo(t, addr, "", "POST", "/picogate/v1/enroll", "application/json", body, "")
-	e := enrolled{code: r.code, retryAfter: r.headers["retry-after"], took: time.Since(start)}
+	r := firmwareDo(t, addr, boardAddr(name), "POST", "/picogate/v1/enroll", "application/json", enrollBody(token, name, hw, auth, kx), header)
+	return enrollAnswer(t, r, kx, time.Since(start), func() ([]byte, []byte, error) { return kx.Enroll(name, hw, token) })
+}
+
+// boardAddr is the loopback address board name enrolls from: each board its own, as on a LAN, so the
+// gateway's per-source enrollment limit sees many boards, not one address.
+func boardAddr(name string) string {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	n := h.Sum32()
+	return fmt.Sprintf("127.1.%d.%d", n>>8%256, n%250+1)
+}
+
+// enrollAnswer reads an enrollment or rotation answer. For an hmac credential it checks that the key
+// did not cross the LAN, derives it (derive) and compares the confirmation as a board does.
+func enrollAnswer(t testing.TB, r firmwareResponse, kx *device.KeyExchange, took time.Duration, derive func() ([]byte, []byte, error)) enrolled {
+	t.Helper()
+	e := enrolled{code: r.code, retryAfter: r.headers["retry-after"], took: took, body: r.body}
 	var st struct{ Message, Reason string }
 	if r.code == 200 || r.code == 201 {
 		if err := json.Unmarshal([]byte(r.body), &e.cred); err != nil {
-			t.Fatalf("enroll %s: %d with body %q: %v", name, r.code, r.body, err)
+			t.Fatalf("%d with body %q: %v", r.code, r.body, err)
+		}
+		if kx != nil {
+			if e.cred.Key != "" || e.cred.KeyConfirm == "" {
+				t.Fatalf("hmac answer: got %q, want keyConfirm and no key (the key must never cross the LAN)", r.body)
+			}
+			key, confirm, err := derive()
+			if err != nil || hex.EncodeToString(confirm) != e.cred.KeyConfirm {
+				t.Fatalf("hmac answer: keyConfirm %s does not match the board's own (%v)", e.cred.KeyConfirm, err)
+			}
+			e.cred.Key = hex.EncodeToString(key)
 		}
 	} else if err := json.Unmarshal([]byte(r.body), &st); err != nil {
-		t.Fatalf("enroll %s: %d with a body that is not a Status: %q", name, r.code, r.body)
+		t.Fatalf("%d with a body that is not a Status: %q", r.code, r.body)
 	}
 	e.message, e.reason = st.Message, st.Reason
 	return e
+}
+
+// rotateHMAC rotates an hmac device's key by key agreement, signed with its current key, and returns
+// the answer (with the agreed key in cred.Key on 200).
+func rotateHMAC(t testing.TB, addr string, s *signer) enrolled {
+	t.Helper()
+	kx := newBoardKX(t)
+	body := fmt.Sprintf(`{"ephemeralKey":%q}`, hex.EncodeToString(kx.PublicKey()))
+	start := time.Now()
+	r := s.do(t, addr, "POST", "/picogate/v1/rotate", "application/json", body)
+	return enrollAnswer(t, r, kx, time.Since(start), func() ([]byte, []byte, error) { return kx.Rotate(s.name, s.key) })
 }
 
 // signer signs firmware-style requests for one hmac device, as a firmware would: its own clock offset

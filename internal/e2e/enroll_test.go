@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdh"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -11,7 +14,12 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/picogate/picogate/internal/gatewaytest"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // TestDeviceLifeHMAC is the whole life of a device: an enrollment token, enrollment (hmac), the firmware
@@ -22,7 +30,7 @@ func TestDeviceLifeHMAC(t *testing.T) {
 	tok := createToken(t, "--ttl", "10m", "--uses", "2", "--prefix", "life-")
 	e := enroll(t, gw.Addr, tok.Token, "life-1", "E6614C311B5C6A2D", "hmac")
 	if e.code != 201 || e.cred.Auth != "hmac" || len(e.cred.Key) != 64 || e.cred.Token != "" {
-		t.Fatalf("enroll: got %d %+v %s, want 201 with a 64-hex-digit key", e.code, e.cred, e.message)
+		t.Fatalf("enroll: got %d %+v %s, want 201 with a key agreed (keyConfirm checked)", e.code, e.cred, e.message)
 	}
 	t.Logf("enrollment answered in %v (token checked and spent, record created, visible to the gateway)", e.took.Round(time.Millisecond))
 	s := newSigner(t, "life-1", e.cred.Key)
@@ -31,11 +39,11 @@ func TestDeviceLifeHMAC(t *testing.T) {
 		t.Fatalf("signed POST lease: got %d %s, want 201", r.code, r.body)
 	}
 
-	// Rotation: the gateway answers with a new key; the old one keeps working until the new one is used.
-	r := s.do(t, gw.Addr, "POST", "/picogate/v1/rotate", "", "")
-	var rotated credentialKey
-	if r.code != 200 || decode(t, r.body, &rotated) != nil || len(rotated.Key) != 64 || rotated.Key == e.cred.Key {
-		t.Fatalf("rotate: got %d %s, want 200 with a new key", r.code, r.body)
+	// Rotation: a new key agreed; the old one keeps working until the new one is used.
+	rot := rotateHMAC(t, gw.Addr, s)
+	rotated := rot.cred
+	if rot.code != 200 || len(rotated.Key) != 64 || rotated.Key == e.cred.Key {
+		t.Fatalf("rotate: got %d %s, want 200 with a new key agreed", rot.code, rot.body)
 	}
 	if r := s.do(t, gw.Addr, "GET", "/api/v1/nodes/life-1", "", ""); r.code != 200 {
 		t.Fatalf("old key right after rotate: got %d, want 200 (valid until the new key is used)", r.code)
@@ -68,7 +76,7 @@ func TestDeviceLifeHMAC(t *testing.T) {
 // and the device deregistering itself.
 func TestDeviceLifeTokenDeregister(t *testing.T) {
 	gw := startEnrollmentGateway(t)
-	tok := createToken(t, "--ttl", "10m")
+	tok := createToken(t, "--ttl", "10m", "--prefix", "dereg-")
 	e := enroll(t, gw.Addr, tok.Token, "dereg-1", "28:cd:c1:00:00:01", "token")
 	if e.code != 201 || !strings.HasPrefix(e.cred.Token, "pgt_") || e.cred.Header != "Authorization: Bearer "+e.cred.Token {
 		t.Fatalf("enroll: got %d %+v %s, want 201 with a token and its header", e.code, e.cred, e.message)
@@ -107,10 +115,10 @@ func TestDeviceLifeTokenDeregister(t *testing.T) {
 // TestEnrollmentRefusals: every way an enrollment is refused, each with its status and reason.
 func TestEnrollmentRefusals(t *testing.T) {
 	gw := startEnrollmentGateway(t)
-	expiring := createToken(t, "--ttl", "1s")
-	once := createToken(t, "--uses", "1")
+	expiring := createToken(t, "--ttl", "1s", "--prefix", "ref-")
+	once := createToken(t, "--uses", "1", "--prefix", "ref-")
 	prefixed := createToken(t, "--uses", "5", "--prefix", "ref-")
-	revoked := createToken(t)
+	revoked := createToken(t, "--prefix", "ref-")
 	picogate(t, "token", "revoke", revoked.ID)
 	if e := enroll(t, gw.Addr, once.Token, "ref-once-1", "HW-A", "token"); e.code != 201 {
 		t.Fatalf("first use of a one-use token: got %d %s, want 201", e.code, e.message)
@@ -152,8 +160,13 @@ func TestEnrollmentRefusals(t *testing.T) {
 			t.Errorf("refused enrollment of %s left a record", n)
 		}
 	}
+	// hmac without the board's ephemeral key is a 400: the key is agreed, never sent.
+	r := firmwareDo(t, gw.Addr, "", "POST", "/picogate/v1/enroll", "application/json", enrollBody(prefixed.Token, "ref-noeph", "HW-K", "hmac", nil), "")
+	if r.code != 400 || !strings.Contains(r.body, "ephemeralKey") {
+		t.Errorf("hmac without ephemeralKey: got %d %s, want 400 naming it", r.code, r.body)
+	}
 	// An unknown body field is a clear 400.
-	r := firmwareDo(t, gw.Addr, "", "POST", "/picogate/v1/enroll", "application/json", `{"token":"x","name":"a","hardwareId":"b","colour":"red"}`, "")
+	r = firmwareDo(t, gw.Addr, "", "POST", "/picogate/v1/enroll", "application/json", `{"token":"x","name":"a","hardwareId":"b","colour":"red"}`, "")
 	if r.code != 400 || !strings.Contains(r.body, "colour") {
 		t.Errorf("unknown field: got %d %s, want 400 naming it", r.code, r.body)
 	}
@@ -165,18 +178,34 @@ func TestEnrollmentRefusals(t *testing.T) {
 	}
 }
 
-// TestReenrollAfterLostFlash: the same name with the same hardware id and a valid token gets a new
-// credential (spending a use); the old credential stops working.
+// TestReenrollAfterLostFlash: a board whose flash was wiped enrolls again with its name, its hardware
+// id and a valid token. That is no proof (both are known to anyone on the LAN), so it waits for an
+// operator's approval however the token approves, spending a use; its old credential keeps working
+// meanwhile. Approved, the next poll gets the new credential and the old one stops.
 func TestReenrollAfterLostFlash(t *testing.T) {
 	gw := startEnrollmentGateway(t)
-	tok := createToken(t, "--uses", "2")
+	tok := createToken(t, "--uses", "2", "--prefix", "flash-")
 	first := enroll(t, gw.Addr, tok.Token, "flash-1", "RP2040-0001", "token")
 	if first.code != 201 {
 		t.Fatalf("enroll: got %d %s", first.code, first.message)
 	}
-	again := enroll(t, gw.Addr, tok.Token, "flash-1", "RP2040-0001", "hmac")
+	kx := newBoardKX(t) // the board keeps its ephemeral key while it polls
+	for i := range 2 {
+		e := enrollKX(t, gw.Addr, kx, tok.Token, "flash-1", "RP2040-0001", "hmac", "")
+		if e.code != 202 || !strings.Contains(e.message, "picogate device approve flash-1") {
+			t.Fatalf("re-enroll poll %d without proof: got %d %s, want 202 waiting for approval", i, e.code, e.message)
+		}
+	}
+	if r := firmwareDo(t, gw.Addr, "", "GET", "/version", "", "", first.cred.Header); r.code != 200 {
+		t.Errorf("current credential while the re-enrollment waits: got %d, want 200", r.code)
+	}
+	if out := picogate(t, "device", "list"); !strings.Contains(out, "re-enrollment waiting for approval") {
+		t.Errorf("device list: got %q, want flash-1's re-enrollment waiting for approval", out)
+	}
+	picogate(t, "device", "approve", "flash-1")
+	again := enrollKX(t, gw.Addr, kx, tok.Token, "flash-1", "RP2040-0001", "hmac", "")
 	if again.code != 200 || again.cred.Auth != "hmac" || again.cred.Key == "" {
-		t.Fatalf("re-enroll: got %d %+v %s, want 200 with a new (hmac) credential", again.code, again.cred, again.message)
+		t.Fatalf("poll after approval: got %d %+v %s, want 200 with a new (hmac) credential", again.code, again.cred, again.message)
 	}
 	if r := newSigner(t, "flash-1", again.cred.Key).do(t, gw.Addr, "GET", "/version", "", ""); r.code != 200 {
 		t.Errorf("new credential: got %d, want 200", r.code)
@@ -184,8 +213,8 @@ func TestReenrollAfterLostFlash(t *testing.T) {
 	if r := firmwareDo(t, gw.Addr, "", "GET", "/version", "", "", first.cred.Header); r.code != 401 {
 		t.Errorf("lost credential after re-enrollment: got %d, want 401", r.code)
 	}
-	if e := enroll(t, gw.Addr, tok.Token, "flash-1", "RP2040-0001", "hmac"); e.code != 410 {
-		t.Errorf("third enrollment on a two-use token: got %d %s, want 410", e.code, e.message)
+	if e := enroll(t, gw.Addr, tok.Token, "flash-2", "RP2040-0002", "hmac"); e.code != 410 {
+		t.Errorf("third enrollment on a two-use token (the waiting re-enrollment spent one): got %d %s, want 410", e.code, e.message)
 	}
 }
 
@@ -193,9 +222,10 @@ func TestReenrollAfterLostFlash(t *testing.T) {
 // `device approve`, then gets its credential once.
 func TestManualApproval(t *testing.T) {
 	gw := startEnrollmentGateway(t)
-	tok := createToken(t, "--approve", "manual", "--uses", "2")
+	tok := createToken(t, "--approve", "manual", "--uses", "2", "--prefix", "manual-")
+	kx := newBoardKX(t) // the board keeps its ephemeral key while it polls
 	for i := range 2 {
-		e := enroll(t, gw.Addr, tok.Token, "manual-1", "HW-MANUAL", "hmac")
+		e := enrollKX(t, gw.Addr, kx, tok.Token, "manual-1", "HW-MANUAL", "hmac", "")
 		if e.code != 202 || e.retryAfter == "" || e.reason != "PendingApproval" || !strings.Contains(e.message, "picogate device approve manual-1") {
 			t.Fatalf("poll %d before approval: got %d (Retry-After %q) %s %q, want 202 with Retry-After", i, e.code, e.retryAfter, e.reason, e.message)
 		}
@@ -207,7 +237,7 @@ func TestManualApproval(t *testing.T) {
 		t.Errorf("another board polling for the name: got %d, want 409", e.code)
 	}
 	picogate(t, "device", "approve", "manual-1")
-	e := enroll(t, gw.Addr, tok.Token, "manual-1", "HW-MANUAL", "hmac")
+	e := enrollKX(t, gw.Addr, kx, tok.Token, "manual-1", "HW-MANUAL", "hmac", "")
 	if e.code != 200 || len(e.cred.Key) != 64 {
 		t.Fatalf("poll after approval: got %d %+v %s, want 200 with the key", e.code, e.cred, e.message)
 	}
@@ -337,4 +367,318 @@ func TestEnrollmentLatency(t *testing.T) {
 	slices.Sort(took)
 	t.Logf("enrollment (request to credential, 20 boards in turn): median %v, fastest %v, slowest %v",
 		took[len(took)/2].Round(100*time.Microsecond), took[0].Round(100*time.Microsecond), took[len(took)-1].Round(100*time.Microsecond))
+}
+
+// realNode creates a Node as a kubelet would (no device marker, unless marked), and its Lease owned by
+// it; both are deleted at the end of the test.
+func realNode(t *testing.T, name string, marked bool) *corev1.Node {
+	t.Helper()
+	cs := admin(cluster(t))
+	ctx := context.Background()
+	labels := map[string]string{"kubernetes.io/hostname": name}
+	if marked {
+		labels[registry.NodeMarkerLabel] = "true"
+	}
+	n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating node %s: %v", name, err)
+	}
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "kube-node-lease",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: name, UID: n.UID}}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &name}}
+	if _, err := cs.CoordinationV1().Leases("kube-node-lease").Create(ctx, lease, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating lease %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		_ = cs.CoordinationV1().Leases("kube-node-lease").Delete(context.Background(), name, metav1.DeleteOptions{})
+		_ = cs.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return n
+}
+
+// nodeAndLeaseIntact reports whether n (same UID) and its Lease are still there.
+func nodeAndLeaseIntact(t *testing.T, n *corev1.Node) bool {
+	t.Helper()
+	cs := admin(cluster(t))
+	got, err := cs.CoreV1().Nodes().Get(context.Background(), n.Name, metav1.GetOptions{})
+	_, lerr := cs.CoordinationV1().Leases("kube-node-lease").Get(context.Background(), n.Name, metav1.GetOptions{})
+	return err == nil && got.UID == n.UID && lerr == nil
+}
+
+// TestEnrollCannotClaimRealNode (security finding: enrollment could claim the name of a Node picogate
+// did not create, act as that node and then delete it). Every token has a name prefix; a name whose
+// Node lacks the device marker is refused by enrollment and by `device add`; a real node that joins
+// later under a device's name is never deleted by the device's deregistration, `device revoke
+// --delete-node` or `device remove`; a device's own (marked) Node is.
+func TestEnrollCannotClaimRealNode(t *testing.T) {
+	gw := startEnrollmentGateway(t)
+
+	t.Run("every token has a prefix", func(t *testing.T) {
+		if tok := createToken(t); tok.Prefix != "pico-" {
+			t.Errorf("token create without --prefix: got prefix %q, want pico-", tok.Prefix)
+		}
+		_, stderr, err := picogateResult(t, "token", "create", "--prefix", "")
+		if err == nil || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "--prefix") {
+			t.Errorf("token create --prefix '': got %v %q, want a one-line error about --prefix", err, stderr)
+		}
+	})
+
+	t.Run("a token without a prefix is refused", func(t *testing.T) {
+		old := createToken(t, "--prefix", "pico-")
+		cs := admin(cluster(t))
+		sec, err := cs.CoreV1().Secrets("picogate-system").Get(context.Background(), "enroll-"+old.ID, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec.Data["name-prefix"] = nil // as an older picogate stored it
+		if _, err := cs.CoreV1().Secrets("picogate-system").Update(context.Background(), sec, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		e := enroll(t, gw.Addr, old.Token, "kube-worker-9", "HW-OLD", "token")
+		if e.code != 403 || !strings.Contains(e.message, "no name prefix") || recordExists(t, "kube-worker-9") {
+			t.Errorf("enrollment with a prefix-less token: got %d %q, want 403 saying it has no name prefix, and no record", e.code, e.message)
+		}
+	})
+
+	t.Run("a real node's name is refused", func(t *testing.T) {
+		real := realNode(t, "pico-real-1", false)
+		tok := createToken(t, "--uses", "1")
+		for _, auth := range []string{"token", "hmac"} {
+			e := enroll(t, gw.Addr, tok.Token, "pico-real-1", "HW-REAL-"+auth, auth)
+			if e.code != 409 || !strings.Contains(e.message, "real node") {
+				t.Errorf("enrolling a real node's name (%s): got %d %q, want 409 naming it a real node", auth, e.code, e.message)
+			}
+		}
+		if recordExists(t, "pico-real-1") || !nodeAndLeaseIntact(t, real) {
+			t.Error("refused enrollment left a record or touched the node")
+		}
+		if e := enroll(t, gw.Addr, tok.Token, "pico-free-1", "HW-FREE", "token"); e.code != 201 {
+			t.Errorf("the token's one use after the refusals: got %d %s, want 201 (a refusal spends no use)", e.code, e.message)
+		}
+		_, stderr, err := picogateResult(t, "device", "add", "pico-real-1")
+		if err == nil || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "real node") || recordExists(t, "pico-real-1") {
+			t.Errorf("device add of a real node's name: got %v %q, want a one-line refusal and no record", err, stderr)
+		}
+	})
+
+	t.Run("deregistration leaves a real node that joined later alone", func(t *testing.T) {
+		tok := createToken(t, "--uses", "1")
+		e := enroll(t, gw.Addr, tok.Token, "pico-late-1", "HW-LATE", "token")
+		if e.code != 201 {
+			t.Fatalf("enroll: got %d %s", e.code, e.message)
+		}
+		real := realNode(t, "pico-late-1", false)
+		r := firmwareDo(t, gw.Addr, "", "POST", "/picogate/v1/deregister", "", "", e.cred.Header)
+		if r.code != 200 || !strings.Contains(r.body, "left alone") {
+			t.Errorf("deregister: got %d %s, want 200 saying the node was left alone", r.code, r.body)
+		}
+		if !nodeAndLeaseIntact(t, real) || recordExists(t, "pico-late-1") {
+			t.Error("after deregistration: want the real node and its lease intact and the record gone")
+		}
+	})
+
+	t.Run("revoke --delete-node and remove leave a real node alone", func(t *testing.T) {
+		addDevice(t, "pico-late-2")
+		real := realNode(t, "pico-late-2", false)
+		if out := picogate(t, "device", "revoke", "pico-late-2", "--delete-node"); !strings.Contains(out, "left alone") {
+			t.Errorf("device revoke --delete-node: got %q, want it to say the node was left alone", out)
+		}
+		if out := picogate(t, "device", "remove", "pico-late-2"); !strings.Contains(out, "left alone") {
+			t.Errorf("device remove: got %q, want it to say the node was left alone", out)
+		}
+		if !nodeAndLeaseIntact(t, real) || recordExists(t, "pico-late-2") {
+			t.Error("after revoke and remove: want the real node and its lease intact and the record gone")
+		}
+	})
+
+	t.Run("a device's own marked node is deleted", func(t *testing.T) {
+		tok := createToken(t, "--uses", "1")
+		e := enroll(t, gw.Addr, tok.Token, "pico-own-1", "HW-OWN", "token")
+		if e.code != 201 {
+			t.Fatalf("enroll: got %d %s", e.code, e.message)
+		}
+		realNode(t, "pico-own-1", true)
+		r := firmwareDo(t, gw.Addr, "", "POST", "/picogate/v1/deregister", "", "", e.cred.Header)
+		if r.code != 200 || !strings.Contains(r.body, "lease deleted") || !nodeAndLeaseGone(t, "pico-own-1") {
+			t.Errorf("deregister with its own node: got %d %s, want 200 and node and lease gone", r.code, r.body)
+		}
+	})
+}
+
+// TestEnrollReenrollNeedsProof (security finding: re-enrollment takeover). A token and an enrolled
+// board's name and hardware id (which travel in clear) no longer get a new credential: the request
+// waits for an operator, and the board keeps working. The board itself re-enrolls at once by sending
+// its current credential with the request; another device's credential is refused.
+func TestEnrollReenrollNeedsProof(t *testing.T) {
+	gw := startEnrollmentGateway(t)
+	tok := createToken(t, "--uses", "10")
+	board := enroll(t, gw.Addr, tok.Token, "pico-re-1", "HW-RE-1", "token")
+	other := enroll(t, gw.Addr, tok.Token, "pico-re-2", "HW-RE-2", "token")
+	if board.code != 201 || other.code != 201 {
+		t.Fatalf("enroll: got %d and %d, want 201", board.code, other.code)
+	}
+
+	// The attacker: a valid token, the name and the hardware id.
+	stolen := enroll(t, gw.Addr, tok.Token, "pico-re-1", "HW-RE-1", "token")
+	if stolen.code != 202 || stolen.cred.Key != "" || stolen.cred.Token != "" {
+		t.Errorf("re-enrollment without proof: got %d %s, want 202 and no credential", stolen.code, stolen.message)
+	}
+	if r := firmwareDo(t, gw.Addr, "", "GET", "/api/v1/nodes/pico-re-1", "", "", board.cred.Header); r.code == 401 {
+		t.Error("the board after the attempted takeover: got 401, want its credential still accepted")
+	}
+
+	// Another device's credential proves nothing about this name.
+	kx := newBoardKX(t)
+	if e := enrollKX(t, gw.Addr, kx, tok.Token, "pico-re-1", "HW-RE-1", "hmac", other.cred.Header); e.code != 403 {
+		t.Errorf("re-enrollment carrying another device's credential: got %d %s, want 403", e.code, e.message)
+	}
+	// A wrong credential is a 401, never an anonymous enrollment.
+	if e := enrollKX(t, gw.Addr, kx, tok.Token, "pico-re-1", "HW-RE-1", "hmac", "Authorization: Bearer pgt_wrong"); e.code != 401 {
+		t.Errorf("re-enrollment with a wrong credential: got %d %s, want 401", e.code, e.message)
+	}
+
+	// The board itself, with its current credential: at once, here moving to hmac mode.
+	kx = newBoardKX(t)
+	e := enrollKX(t, gw.Addr, kx, tok.Token, "pico-re-1", "HW-RE-1", "hmac", board.cred.Header)
+	if e.code != 200 || len(e.cred.Key) != 64 {
+		t.Fatalf("re-enrollment with the current credential: got %d %+v %s, want 200 with an agreed key", e.code, e.cred, e.message)
+	}
+	s := newSigner(t, "pico-re-1", e.cred.Key)
+	if r := s.do(t, gw.Addr, "GET", "/version", "", ""); r.code != 200 {
+		t.Errorf("the new key: got %d, want 200", r.code)
+	}
+	if !gatewaytest.WaitFor(context.Background(), 2*time.Second, func() bool {
+		return firmwareDo(t, gw.Addr, "", "GET", "/version", "", "", board.cred.Header).code == 401
+	}) {
+		t.Error("the replaced bearer token still accepted 2s after the re-enrollment")
+	}
+	for line := range strings.SplitSeq(picogate(t, "device", "list"), "\n") {
+		if strings.HasPrefix(line, "pico-re-1 ") && strings.Contains(line, "waiting for approval") {
+			t.Errorf("device list: got %q, want the attacker's waiting request gone (replaced by the proven one)", line)
+		}
+	}
+
+	// Signed with its key, an hmac device re-enrolls at once too.
+	kx = newBoardKX(t)
+	body := enrollBody(tok.Token, "pico-re-1", "HW-RE-1", "hmac", kx)
+	r := s.do(t, gw.Addr, "POST", "/picogate/v1/enroll", "application/json", body)
+	signed := enrollAnswer(t, r, kx, 0, func() ([]byte, []byte, error) { return kx.Enroll("pico-re-1", "HW-RE-1", tok.Token) })
+	if signed.code != 200 || signed.cred.Key == e.cred.Key {
+		t.Errorf("signed re-enrollment: got %d %s, want 200 with a new key", signed.code, signed.message)
+	}
+}
+
+// TestEnrollKeyAgreement (security finding: hmac keys crossed the LAN in clear in the enroll and
+// rotate answers). The gateway's static key is one Secret, printed by token create and token
+// gateway-key; an hmac enrollment or rotation without the board's ephemeral key is a 400; the answers
+// carry keyConfirm, never the key; the gateway never logs a key.
+func TestEnrollKeyAgreement(t *testing.T) {
+	gw := startEnrollmentGateway(t)
+	var created struct{ Token, GatewayKey string }
+	if err := json.Unmarshal([]byte(picogate(t, "token", "create", "--uses", "2", "-o", "json")), &created); err != nil {
+		t.Fatal(err)
+	}
+	if shown := strings.TrimSpace(picogate(t, "token", "gateway-key")); len(shown) != 64 || shown != created.GatewayKey {
+		t.Errorf("token gateway-key: got %q, want the key token create printed (%q)", shown, created.GatewayKey)
+	}
+	if out := picogate(t, "token", "create"); !strings.Contains(out, created.GatewayKey) {
+		t.Errorf("token create: got %q, want the gateway key in it", out)
+	}
+	sec, err := admin(cluster(t)).CoreV1().Secrets("picogate-system").Get(context.Background(), "picogate-gateway-key", metav1.GetOptions{})
+	if err != nil || len(sec.Data["x25519"]) != 32 {
+		t.Fatalf("Secret picogate-gateway-key: %v, want 32 bytes in x25519", err)
+	}
+	if pub, _ := curve25519Public(sec.Data["x25519"]); hex.EncodeToString(pub) != created.GatewayKey {
+		t.Errorf("printed gateway key %s is not the public half of the Secret's", created.GatewayKey)
+	}
+
+	r := firmwareDo(t, gw.Addr, "", "POST", "/picogate/v1/enroll", "application/json", enrollBody(created.Token, "pico-ka-1", "HW-KA", "hmac", nil), "")
+	if r.code != 400 || !strings.Contains(r.body, "ephemeralKey") {
+		t.Errorf("hmac enrollment without ephemeralKey: got %d %s, want 400", r.code, r.body)
+	}
+	e := enroll(t, gw.Addr, created.Token, "pico-ka-1", "HW-KA", "hmac") // checks keyConfirm, no key
+	if e.code != 201 || strings.Contains(e.body, `"key"`) {
+		t.Fatalf("hmac enrollment: got %d %s, want 201 with keyConfirm and no key", e.code, e.body)
+	}
+	s := newSigner(t, "pico-ka-1", e.cred.Key)
+	if r := s.do(t, gw.Addr, "POST", "/picogate/v1/rotate", "", ""); r.code != 400 || !strings.Contains(r.body, "ephemeralKey") {
+		t.Errorf("hmac rotation without ephemeralKey: got %d %s, want 400", r.code, r.body)
+	}
+	rot := rotateHMAC(t, gw.Addr, s) // checks keyConfirm, no key
+	if rot.code != 200 || strings.Contains(rot.body, `"key"`) {
+		t.Fatalf("hmac rotation: got %d %s, want 200 with keyConfirm and no key", rot.code, rot.body)
+	}
+	next := newSigner(t, "pico-ka-1", rot.cred.Key)
+	if r := next.do(t, gw.Addr, "GET", "/version", "", ""); r.code != 200 {
+		t.Errorf("the agreed next key: got %d %s, want 200", r.code, r.body)
+	}
+	// Rotating again, signed with the key just promoted: the transcript binds the key that signed.
+	rot2 := rotateHMAC(t, gw.Addr, next)
+	if rot2.code != 200 {
+		t.Fatalf("second rotation: got %d %s", rot2.code, rot2.body)
+	}
+	if r := newSigner(t, "pico-ka-1", rot2.cred.Key).do(t, gw.Addr, "GET", "/version", "", ""); r.code != 200 {
+		t.Errorf("the second agreed key: got %d, want 200", r.code)
+	}
+	for _, k := range []string{e.cred.Key, rot.cred.Key, rot2.cred.Key, hex.EncodeToString(sec.Data["x25519"])} {
+		if strings.Contains(gw.Log(), k) {
+			t.Error("the gateway's log holds a key")
+		}
+	}
+}
+
+// curve25519Public is the X25519 public key of a private key.
+func curve25519Public(priv []byte) ([]byte, error) {
+	k, err := ecdh.X25519().NewPrivateKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	return k.PublicKey().Bytes(), nil
+}
+
+// TestEnrollRateLimitPerSource (security finding: the enroll rate limit was global, so junk from one
+// address locked real boards out). One address sending junk until it is refused does not stop a board
+// enrolling from another address.
+func TestEnrollRateLimitPerSource(t *testing.T) {
+	gw := startEnrollmentGateway(t)
+	tok := createToken(t, "--uses", "1")
+	refused := 0
+	for i := 0; i < 200 && refused < 3; i++ {
+		if r := firmwareDo(t, gw.Addr, "127.0.0.1", "POST", "/picogate/v1/enroll", "application/json", `{}`, ""); r.code == 429 {
+			refused++
+		}
+	}
+	if refused < 3 {
+		t.Fatal("200 junk enrollments from one address: never refused with 429")
+	}
+	if e := enrollFrom(t, gw.Addr, "127.0.0.2", tok.Token, "pico-src-1", "HW-SRC", "token"); e.code != 201 {
+		t.Errorf("a board at another address right after the junk: got %d %s, want 201", e.code, e.message)
+	}
+}
+
+// enrollFrom is enroll (token mode) from the source address localIP.
+func enrollFrom(t *testing.T, addr, localIP, token, name, hw, auth string) enrolled {
+	t.Helper()
+	r := firmwareDo(t, addr, localIP, "POST", "/picogate/v1/enroll", "application/json", enrollBody(token, name, hw, auth, nil), "")
+	return enrollAnswer(t, r, nil, 0, nil)
+}
+
+// TestEnrollIPDeviceDeregisterOperatorOnly (security finding: anyone sending from an ip-mode device's
+// address could deregister it). The endpoint refuses ip-mode devices and points to device remove.
+func TestEnrollIPDeviceDeregisterOperatorOnly(t *testing.T) {
+	gw := startEnrollmentGateway(t)
+	addDevice(t, "pico-ipdev-1", "--auth", "ip", "--ip", "127.0.0.3")
+	var r firmwareResponse
+	if !gatewaytest.WaitFor(context.Background(), 5*time.Second, func() bool {
+		r = firmwareDo(t, gw.Addr, "127.0.0.3", "POST", "/picogate/v1/deregister", "", "", "")
+		return r.code != 401
+	}) {
+		t.Fatal("ip-mode device not recognised within 5s")
+	}
+	if r.code != 403 || !strings.Contains(r.body, "picogate device remove pico-ipdev-1") {
+		t.Errorf("deregister from the ip-mode device's address: got %d %s, want 403 pointing to picogate device remove", r.code, r.body)
+	}
+	if !recordExists(t, "pico-ipdev-1") {
+		t.Error("the ip-mode device's record is gone")
+	}
 }

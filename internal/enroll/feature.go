@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -52,43 +50,39 @@ func NewFeature(cfg FeatureConfig) (*Feature, error) {
 	log := cfg.Logger
 	store := registry.NewStore(cfg.Client, cfg.Namespace)
 	tokens := NewTokens(cfg.Client, cfg.Namespace)
-	en, err := New(Config{Store: store, Tokens: tokens, Registry: cfg.Registry, DeleteNode: deleteNodeAsDevice(cfg.REST), RequireHMAC: cfg.RequireHMAC, Logger: log})
+	keys := NewGatewayKeys(cfg.Client, cfg.Namespace)
+	en, err := New(Config{Store: store, Tokens: tokens, Nodes: cfg.Client.CoreV1().Nodes(), Keys: keys, Registry: cfg.Registry,
+		DeleteNode: deleteNodeAsDevice(cfg.REST, cfg.Client), RequireHMAC: cfg.RequireHMAC, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	h, err := NewHandlers(HandlersConfig{Enroller: en, DeviceFrom: gateway.DeviceFrom, Note: gateway.NoteReason, Logger: log})
+	h, err := NewHandlers(HandlersConfig{Enroller: en, DeviceFrom: gateway.DeviceFrom, SigningKey: gateway.SigningKey, Refuse: gateway.Refuse, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	svc, err := NewService(ServiceConfig{Tokens: tokens, Store: store, Logger: log})
+	svc, err := NewService(ServiceConfig{Tokens: tokens, Store: store, Keys: keys, Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	p := gateway.LocalPrefix
 	return &Feature{Service: svc, Routes: []gateway.LocalRoute{
-		{Method: http.MethodPost, Path: p + "enroll", Name: "enroll", Handler: http.HandlerFunc(h.Enroll)},
-		{Method: http.MethodPost, Path: p + "rotate", Name: "rotate", Device: true, Handler: http.HandlerFunc(h.Rotate)},
-		{Method: http.MethodPost, Path: p + "deregister", Name: "deregister", Device: true, Handler: http.HandlerFunc(h.Deregister)},
+		{Method: http.MethodPost, Path: p + "enroll", Name: "enroll", OptionalDevice: true, MaxBodyBytes: MaxRequestBytes, Handler: http.HandlerFunc(h.Enroll)},
+		{Method: http.MethodPost, Path: p + "rotate", Name: "rotate", Device: true, MaxBodyBytes: MaxRequestBytes, Handler: http.HandlerFunc(h.Rotate)},
+		{Method: http.MethodPost, Path: p + "deregister", Name: "deregister", Device: true, MaxBodyBytes: MaxRequestBytes, Handler: http.HandlerFunc(h.Deregister)},
 	}}, nil
 }
 
-// deleteNodeAsDevice deletes a device's Lease and Node impersonating the device itself, so the API
-// server confines the deletion to that one node, and its audit log names the node.
-func deleteNodeAsDevice(rc *rest.Config) func(ctx context.Context, name string) error {
-	return func(ctx context.Context, name string) error {
+// deleteNodeAsDevice deletes a device's Lease and Node if the Node is the device's: the gateway reads
+// the Node with its own identity (get nodes, deploy/rbac-enrollment.yaml) and deletes as the device
+// itself, so the API server confines the deletion to that one node and its audit log names the node.
+func deleteNodeAsDevice(rc *rest.Config, own kubernetes.Interface) func(ctx context.Context, name string) (registry.NodeOutcome, error) {
+	return func(ctx context.Context, name string) (registry.NodeOutcome, error) {
 		c := rest.CopyConfig(rc)
 		c.Impersonate = rest.ImpersonationConfig{UserName: registry.NodeUser(name), Groups: []string{"system:nodes", DeregisterGroup}}
 		cs, err := kubernetes.NewForConfig(c)
 		if err != nil {
-			return fmt.Errorf("client for node %q: %w", name, err)
+			return registry.NodeAbsent, fmt.Errorf("client for node %q: %w", name, err)
 		}
-		var errs []error
-		if err := cs.CoordinationV1().Leases("kube-node-lease").Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("deleting lease %q: %w", name, err))
-		}
-		if err := cs.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("deleting node %q: %w", name, err))
-		}
-		return errors.Join(errs...)
+		return registry.DeleteDeviceNode(ctx, own.CoreV1().Nodes(), cs, name)
 	}
 }

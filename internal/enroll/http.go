@@ -3,16 +3,17 @@ package enroll
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
-	"golang.org/x/time/rate"
-
+	"github.com/picogate/picogate/device"
 	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/status"
 )
@@ -26,12 +27,24 @@ type HandlersConfig struct {
 	Enroller *Enroller
 	// DeviceFrom returns the authenticated device of a request (gateway.DeviceFrom). Required.
 	DeviceFrom func(*http.Request) *registry.Device
-	// Note records why a request was refused, for the gateway's access log (gateway.NoteReason).
-	Note func(r *http.Request, reason string)
-	// EnrollRate and EnrollBurst bound enrollment requests across all devices (unauthenticated requests
+	// SigningKey returns the key a signed request was verified with (gateway.SigningKey): an hmac
+	// device's next key is bound to it. Required.
+	SigningKey func(*http.Request) []byte
+	// Refuse answers a refusal: the gateway's one way to refuse (gateway.Refuse), which writes the
+	// Status and records the reason in its access log. Required.
+	Refuse func(w http.ResponseWriter, r *http.Request, e *status.Error)
+	// EnrollRate and EnrollBurst bound enrollment requests across all sources (unauthenticated requests
 	// that each cost the API server a few calls). Default 10/s, burst 20.
 	EnrollRate  float64
 	EnrollBurst int
+	// SourceRate and SourceBurst bound each source address (an IPv6 one by its /64), spent before the
+	// global bound, so one address cannot use it up. Default 5/s, burst 10: half the global bound, so
+	// a source sending junk leaves the other half to everyone else, and a board (one request, then one
+	// poll per Retry-After) or a few behind one NAT never meet it.
+	SourceRate  float64
+	SourceBurst int
+	// MaxSources bounds how many sources are tracked at once. Default 4096.
+	MaxSources int
 	// Timeout bounds the work of one request against the API server. Default 10s.
 	Timeout time.Duration
 	Logger  *slog.Logger
@@ -39,9 +52,9 @@ type HandlersConfig struct {
 
 // Handlers serves POST /picogate/v1/enroll, /rotate and /deregister.
 type Handlers struct {
-	cfg     HandlersConfig
-	limiter *rate.Limiter
-	log     *slog.Logger
+	cfg    HandlersConfig
+	limits *sourceLimits
+	log    *slog.Logger
 }
 
 // NewHandlers validates cfg and builds the handlers.
@@ -50,11 +63,11 @@ func NewHandlers(cfg HandlersConfig) (*Handlers, error) {
 	if cfg.Enroller == nil {
 		errs = append(errs, errors.New("enrollment handlers: an enroller is required"))
 	}
-	if cfg.DeviceFrom == nil {
-		errs = append(errs, errors.New("enrollment handlers: DeviceFrom is required"))
+	if cfg.DeviceFrom == nil || cfg.SigningKey == nil || cfg.Refuse == nil {
+		errs = append(errs, errors.New("enrollment handlers: DeviceFrom, SigningKey and Refuse are required"))
 	}
-	if cfg.EnrollRate < 0 || cfg.EnrollBurst < 0 || cfg.Timeout < 0 {
-		errs = append(errs, errors.New("enrollment handlers: rate, burst and timeout must not be negative"))
+	if cfg.EnrollRate < 0 || cfg.EnrollBurst < 0 || cfg.SourceRate < 0 || cfg.SourceBurst < 0 || cfg.MaxSources < 0 || cfg.Timeout < 0 {
+		errs = append(errs, errors.New("enrollment handlers: rates, bursts, source count and timeout must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -65,16 +78,23 @@ func NewHandlers(cfg HandlersConfig) (*Handlers, error) {
 	if cfg.EnrollBurst == 0 {
 		cfg.EnrollBurst = 20
 	}
+	if cfg.SourceRate == 0 {
+		cfg.SourceRate = 5
+	}
+	if cfg.SourceBurst == 0 {
+		cfg.SourceBurst = 10
+	}
+	if cfg.MaxSources == 0 {
+		cfg.MaxSources = 4096
+	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
-	}
-	if cfg.Note == nil {
-		cfg.Note = func(*http.Request, string) {}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Handlers{cfg: cfg, limiter: rate.NewLimiter(rate.Limit(cfg.EnrollRate), cfg.EnrollBurst), log: cfg.Logger.With("component", "enroll")}, nil
+	limits := newSourceLimits(cfg.EnrollRate, cfg.EnrollBurst, cfg.SourceRate, cfg.SourceBurst, cfg.MaxSources)
+	return &Handlers{cfg: cfg, limits: limits, log: cfg.Logger.With("component", "enroll")}, nil
 }
 
 // DecodeRequest parses an enrollment request body: one JSON object with the fields of Request and no
@@ -87,7 +107,7 @@ func DecodeRequest(body []byte) (Request, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return Request{}, errors.New("enrollment request is not a JSON object of token, name, hardwareId and auth: " + err.Error())
+		return Request{}, errors.New("enrollment request is not a JSON object of token, name, hardwareId, auth and ephemeralKey: " + err.Error())
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return Request{}, errors.New("enrollment request: data after the JSON object")
@@ -95,9 +115,11 @@ func DecodeRequest(body []byte) (Request, error) {
 	return req, nil
 }
 
-// Enroll serves POST /picogate/v1/enroll.
+// Enroll serves POST /picogate/v1/enroll. A request may carry the device's current credential (it is
+// then authenticated like any device request): that is the proof that re-enrolls an existing device
+// without an operator's approval.
 func (h *Handlers) Enroll(w http.ResponseWriter, r *http.Request) {
-	if !h.limiter.Allow() {
+	if !h.limits.allow(sourceOf(r), time.Now()) {
 		h.refuse(w, r, http.StatusTooManyRequests, "too many enrollment requests; retry", time.Second)
 		return
 	}
@@ -114,7 +136,7 @@ func (h *Handlers) Enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
 	defer cancel()
-	res, err := h.cfg.Enroller.Enroll(ctx, req)
+	res, err := h.cfg.Enroller.Enroll(ctx, req, h.cfg.DeviceFrom(r))
 	if err != nil {
 		h.fail(w, r, "enrollment", err)
 		return
@@ -126,6 +148,41 @@ func (h *Handlers) Enroll(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, res.Code, 0, res.Credential)
 }
 
+// sourceOf is the address a request came from (invalid if unknown).
+func sourceOf(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
+// rotateBody is the body of an hmac device's rotation; a token device's has none.
+type rotateBody struct {
+	EphemeralKey string `json:"ephemeralKey"`
+}
+
+// decodeRotate parses a rotation body: empty, or one JSON object with ephemeralKey (64 hex digits).
+func decodeRotate(body []byte) ([]byte, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, nil
+	}
+	var rb rotateBody
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rb); err != nil {
+		return nil, errors.New("rotation request is not a JSON object of ephemeralKey: " + err.Error())
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("rotation request: data after the JSON object")
+	}
+	k, err := hex.DecodeString(rb.EphemeralKey)
+	if err != nil || len(k) != device.GatewayKeySize {
+		return nil, errors.New("rotation request: ephemeralKey: want the board's X25519 public key, 64 hex digits")
+	}
+	return k, nil
+}
+
 // Rotate serves POST /picogate/v1/rotate for an authenticated device.
 func (h *Handlers) Rotate(w http.ResponseWriter, r *http.Request) {
 	d := h.cfg.DeviceFrom(r)
@@ -133,9 +190,19 @@ func (h *Handlers) Rotate(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusUnauthorized, "rotation needs the device's own credential", 0)
 		return
 	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxRequestBytes+1))
+	if err != nil || len(body) > MaxRequestBytes {
+		h.refuse(w, r, http.StatusBadRequest, "reading the rotation request: at most "+strconv.Itoa(MaxRequestBytes)+" bytes", 0)
+		return
+	}
+	eph, err := decodeRotate(body)
+	if err != nil {
+		h.refuse(w, r, http.StatusBadRequest, err.Error(), 0)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
 	defer cancel()
-	cred, err := h.cfg.Enroller.Rotate(ctx, d.Name)
+	cred, err := h.cfg.Enroller.Rotate(ctx, RotateRequest{Device: d, SignedWith: h.cfg.SigningKey(r), EphemeralKey: eph})
 	if err != nil {
 		h.fail(w, r, "rotation", err)
 		return
@@ -152,17 +219,18 @@ func (h *Handlers) Deregister(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Timeout)
 	defer cancel()
-	if err := h.cfg.Enroller.Deregister(ctx, d.Name); err != nil {
+	out, err := h.cfg.Enroller.Deregister(ctx, d)
+	if err != nil {
 		h.fail(w, r, "deregistration", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, 0, successStatus("device "+d.Name+" deregistered: its credential, Node, Lease and record are gone"))
+	writeJSON(w, http.StatusOK, 0, successStatus("device "+d.Name+" deregistered: its credential and record are gone; "+out.Describe(d.Name)))
 }
 
 func (h *Handlers) fail(w http.ResponseWriter, r *http.Request, what string, err error) {
-	var refused *Error
+	var refused *status.Error
 	if errors.As(err, &refused) {
-		h.refuse(w, r, refused.Code, refused.Message, 0)
+		h.cfg.Refuse(w, r, refused)
 		return
 	}
 	h.log.Warn(what+" failed", "err", err)
@@ -170,8 +238,7 @@ func (h *Handlers) fail(w http.ResponseWriter, r *http.Request, what string, err
 }
 
 func (h *Handlers) refuse(w http.ResponseWriter, r *http.Request, code int, msg string, retry time.Duration) {
-	h.cfg.Note(r, msg)
-	status.WriteRetry(w, code, msg, retry)
+	h.cfg.Refuse(w, r, &status.Error{Code: code, Message: msg, RetryAfter: retry})
 }
 
 // statusObject is a Kubernetes Status for answers that are not failures.

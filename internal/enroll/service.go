@@ -15,6 +15,9 @@ type ServiceConfig struct {
 	// Tokens is swept for expired tokens; Store completes rotations. Both required.
 	Tokens *Tokens
 	Store  *registry.Store
+	// Keys is loaded at start, so the gateway key Secret exists before the first hmac enrollment (and
+	// retried until it is). Optional.
+	Keys *GatewayKeys
 	// SweepInterval is how often expired tokens are deleted. Default 1m.
 	SweepInterval time.Duration
 	Logger        *slog.Logger
@@ -71,6 +74,9 @@ func (s *Service) Promote(name string, used []byte) {
 
 // Run sweeps and promotes until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
+	if s.cfg.Keys != nil {
+		go s.loadKey(ctx)
+	}
 	tick := time.NewTicker(s.cfg.SweepInterval)
 	defer tick.Stop()
 	s.sweep(ctx)
@@ -83,6 +89,31 @@ func (s *Service) Run(ctx context.Context) error {
 		case p := <-s.promote:
 			s.doPromote(ctx, p)
 		}
+	}
+}
+
+// loadKey reads (or creates) the gateway key until that succeeds, so it is ready before a board needs
+// it; a request that comes first loads it itself.
+func (s *Service) loadKey(ctx context.Context) {
+	delay := time.Second
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		k, err := s.cfg.Keys.Get(lctx)
+		cancel()
+		if err == nil {
+			s.log.Info("gateway key for hmac key agreement loaded; firmware pins its public half", "public_key", k)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("loading the gateway key; hmac enrollments and rotations wait for it", "err", err, "retry_in", delay.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
 	}
 }
 

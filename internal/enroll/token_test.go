@@ -1,6 +1,7 @@
 package enroll
 
 import (
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,10 @@ func TestTokenSpecValidate(t *testing.T) {
 	if err := (TokenSpec{TTL: time.Hour, Prefix: "pico-"}).Validate(); err != nil {
 		t.Errorf("good spec: got %v", err)
 	}
+	// Device names share the namespace of real nodes: a token without a prefix could name any of them.
+	if err := (TokenSpec{TTL: time.Hour}).Validate(); err == nil || !strings.Contains(err.Error(), "--prefix") {
+		t.Errorf("spec without a prefix: got %v, want an error about --prefix", err)
+	}
 }
 
 func TestDecodeRequest(t *testing.T) {
@@ -116,7 +121,8 @@ func TestDecodeRequest(t *testing.T) {
 }
 
 func FuzzDecodeRequest(f *testing.F) {
-	for _, s := range []string{`{"token":"pge_abc123.aaaaaaaaaaaaaaaaaaaaaaaaaa","name":"pico-1","hardwareId":"E661","auth":"hmac"}`, `{}`, `{"name":1}`, `null`, ``} {
+	for _, s := range []string{`{"token":"pge_abc123.aaaaaaaaaaaaaaaaaaaaaaaaaa","name":"pico-1","hardwareId":"E661","auth":"hmac"}`, `{}`, `{"name":1}`, `null`, ``,
+		`{"token":"pge_abc123.aaaaaaaaaaaaaaaaaaaaaaaaaa","name":"pico-1","hardwareId":"E661","auth":"hmac","ephemeralKey":"` + strings.Repeat("ab", 32) + `"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -129,10 +135,50 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		// Whatever decodes must go through validation without panicking, and be refused unless sane.
 		e := &Enroller{cfg: Config{}}
-		if verr := e.validate(req); verr == nil {
+		if verr := e.validate(req, nil); verr == nil {
 			if _, err := ParseToken(req.Token); err != nil || !validHardwareID(req.HardwareID) {
 				t.Fatalf("validate accepted %+v", req)
 			}
+			if k, err := hex.DecodeString(req.EphemeralKey); req.Auth == "hmac" && (err != nil || len(k) != 32) {
+				t.Fatalf("validate accepted an hmac enrollment without a 32-byte ephemeral key: %+v", req)
+			}
+		}
+	})
+}
+
+func TestDecodeRotate(t *testing.T) {
+	good := strings.Repeat("ab", 32)
+	tests := []struct {
+		name, body string
+		ok         bool
+		key        bool
+	}{
+		{"empty (token device)", ``, true, false},
+		{"ephemeral key", `{"ephemeralKey":"` + good + `"}`, true, true},
+		{"short key", `{"ephemeralKey":"abcd"}`, false, false},
+		{"not hex", `{"ephemeralKey":"` + strings.Repeat("zz", 32) + `"}`, false, false},
+		{"unknown field", `{"ephemeralKey":"` + good + `","key":"x"}`, false, false},
+		{"trailing junk", `{"ephemeralKey":"` + good + `"} x`, false, false},
+		{"no key", `{}`, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k, err := decodeRotate([]byte(tt.body))
+			if (err == nil) != tt.ok || (k != nil) != tt.key {
+				t.Errorf("got %x, %v; want ok=%v key=%v", k, err, tt.ok, tt.key)
+			}
+		})
+	}
+}
+
+func FuzzDecodeRotate(f *testing.F) {
+	for _, s := range []string{``, `{"ephemeralKey":"` + strings.Repeat("ab", 32) + `"}`, `{}`, `null`, ` `} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		k, err := decodeRotate(body)
+		if err == nil && k != nil && len(k) != 32 {
+			t.Fatalf("accepted a %d-byte ephemeral key", len(k))
 		}
 	})
 }

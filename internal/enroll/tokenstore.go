@@ -37,10 +37,12 @@ func NewTokens(c kubernetes.Interface, namespace string) *Tokens {
 
 // TokenSpec is what `picogate token create` asks for.
 type TokenSpec struct {
-	TTL     time.Duration // required, > 0
-	Uses    int           // 0: any number of enrollments until it expires
-	Prefix  string        // names the token may enroll must start with it ("" any)
-	Approve Approve       // default auto
+	TTL  time.Duration // required, > 0
+	Uses int           // 0: any number of enrollments until it expires
+	// Prefix starts every name the token may enroll. Required: device names share the namespace of real
+	// nodes, and a prefix keeps a token's names apart from them (`token create` defaults to "pico-").
+	Prefix  string
+	Approve Approve // default auto
 }
 
 // Validate checks a TokenSpec, reporting every problem.
@@ -52,10 +54,10 @@ func (s TokenSpec) Validate() error {
 	if s.Uses < 0 {
 		errs = append(errs, fmt.Errorf("--uses %d: want 0 (unlimited until it expires) or more", s.Uses))
 	}
-	if s.Prefix != "" {
-		if err := registry.ValidateName(s.Prefix + "x"); err != nil {
-			errs = append(errs, fmt.Errorf("--prefix %q: names starting with it cannot be node names", s.Prefix))
-		}
+	if s.Prefix == "" {
+		errs = append(errs, errors.New("--prefix: an enrollment token needs a name prefix such as pico- (device names share the namespace of real nodes)"))
+	} else if err := registry.ValidateName(s.Prefix + "x"); err != nil {
+		errs = append(errs, fmt.Errorf("--prefix %q: names starting with it cannot be node names", s.Prefix))
 	}
 	if s.Approve != "" && s.Approve != ApproveAuto && s.Approve != ApproveManual {
 		errs = append(errs, fmt.Errorf("--approve %q: want auto or manual", s.Approve))

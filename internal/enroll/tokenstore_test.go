@@ -54,7 +54,7 @@ func client(t *testing.T) kubernetes.Interface {
 func TestConsumeNeverOverspends(t *testing.T) {
 	cs := client(t)
 	replicas := []*Tokens{NewTokens(cs, ""), NewTokens(cs, "")}
-	tok, info, err := replicas[0].Create(context.Background(), TokenSpec{TTL: time.Hour, Uses: 5})
+	tok, info, err := replicas[0].Create(context.Background(), TokenSpec{TTL: time.Hour, Uses: 5, Prefix: "pico-"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,13 +129,13 @@ func TestSweep(t *testing.T) {
 	past.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) } // creates tokens already expired
 	var expired []string
 	for range 3 {
-		_, info, err := past.Create(context.Background(), TokenSpec{TTL: time.Hour})
+		_, info, err := past.Create(context.Background(), TokenSpec{TTL: time.Hour, Prefix: "pico-"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		expired = append(expired, info.ID)
 	}
-	_, live, err := NewTokens(cs, "").Create(context.Background(), TokenSpec{TTL: time.Hour})
+	_, live, err := NewTokens(cs, "").Create(context.Background(), TokenSpec{TTL: time.Hour, Prefix: "pico-"})
 	if err != nil {
 		t.Fatal(err)
 	}

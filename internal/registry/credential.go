@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,12 +11,15 @@ import (
 
 // Credential is what a new or rotated device needs, returned once and never stored.
 type Credential struct {
-	Name   string   `json:"name"`
-	Auth   AuthMode `json:"auth"`
-	Token  string   `json:"token,omitempty"`
-	Key    string   `json:"key,omitempty"`    // hmac mode: the 256-bit signing key, 64 lowercase hex digits
-	Header string   `json:"header,omitempty"` // the one header the firmware must add (token mode)
-	Source string   `json:"source,omitempty"`
+	Name  string   `json:"name"`
+	Auth  AuthMode `json:"auth"`
+	Token string   `json:"token,omitempty"`
+	Key   string   `json:"key,omitempty"` // hmac mode, operator-issued: the 256-bit signing key, 64 lowercase hex digits
+	// KeyConfirm (hmac mode, enrolled or rotated by the device) replaces Key: the device derived the key
+	// itself by key agreement, and this HMAC proves the gateway derived the same one (64 hex digits).
+	KeyConfirm string `json:"keyConfirm,omitempty"`
+	Header     string `json:"header,omitempty"` // the one header the firmware must add (token mode)
+	Source     string `json:"source,omitempty"`
 }
 
 // LogValue redacts the token and key.
@@ -84,6 +88,34 @@ func IssueNext(d *Device) (Credential, error) {
 		return Credential{}, fmt.Errorf("device %q uses auth %s: it has no credential to rotate", d.Name, d.Auth)
 	}
 	return cred, nil
+}
+
+// IssueAgreedKey gives d the hmac key it and the gateway derived by key agreement, replacing its current
+// credential and any pending rotation. The answer carries only the confirmation: the key never leaves
+// the gateway.
+func IssueAgreedKey(d *Device, key, confirm []byte) Credential {
+	d.Auth = AuthHMAC
+	d.TokenHash, d.NextTokenHash, d.Key, d.NextKey = [sha256.Size]byte{}, [sha256.Size]byte{}, bytes.Clone(key), nil
+	return Credential{Name: d.Name, Auth: AuthHMAC, KeyConfirm: hex.EncodeToString(confirm), Source: sourceText(d)}
+}
+
+// IssueAgreedNext gives hmac device d a derived key as its next key, valid alongside the current one
+// until its first use promotes it. signedWith is the key the rotation request was signed with: if that
+// was the pending next key, it becomes the current one first, so the key the device holds stays valid
+// whatever becomes of this rotation's answer.
+func IssueAgreedNext(d *Device, signedWith, key, confirm []byte) Credential {
+	if len(d.NextKey) > 0 && bytes.Equal(signedWith, d.NextKey) {
+		d.Key = d.NextKey
+	}
+	d.NextKey = bytes.Clone(key)
+	return Credential{Name: d.Name, Auth: AuthHMAC, KeyConfirm: hex.EncodeToString(confirm)}
+}
+
+func sourceText(d *Device) string {
+	if d.Source.IsValid() {
+		return d.Source.String()
+	}
+	return ""
 }
 
 // promoteNext makes the pending rotation d's credential if used is that rotation (the token hash or the

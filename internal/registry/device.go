@@ -62,6 +62,7 @@ const (
 	keyPendingAuth   = "enroll-auth"
 	keyPendingToken  = "enroll-token-sha256"
 	keyPendingApprov = "enroll-approved"
+	keyPendingEphem  = "enroll-ephemeral-key"
 
 	// LabelEnrolledBy names the enrollment token a record was enrolled with, so revoking the token can
 	// find the enrollments it left waiting for approval.
@@ -107,6 +108,9 @@ type Enrollment struct {
 	// TokenHash is the SHA-256 of the enrollment token that asked: only a request with the same token may
 	// collect the credential.
 	TokenHash [sha256.Size]byte
+	// EphemeralKey is the board's X25519 public key of an hmac enrollment (key agreement): the key the
+	// approved poll derives is bound to it, so only the board holding its private half can use it.
+	EphemeralKey []byte
 }
 
 // KeySize is the size of an hmac-mode device key: device.KeySize, the key the board signs with.
@@ -323,6 +327,9 @@ func decodeEnrollment(data map[string][]byte) (*Enrollment, error) {
 	e := &Enrollment{Auth: AuthMode(data[keyPendingAuth])}
 	errs := []error{decodeTime(data, keyPending, &e.Requested), decodeTime(data, keyPendingApprov, &e.Approved),
 		decodeHash(data, keyPendingToken, &e.TokenHash, true)}
+	var err error
+	e.EphemeralKey, err = decodeKey(data, keyPendingEphem, false) // an X25519 public key is KeySize bytes too
+	errs = append(errs, err)
 	if e.Auth != AuthToken && e.Auth != AuthHMAC {
 		errs = append(errs, fmt.Errorf("%s: want token or hmac, got %q", keyPendingAuth, e.Auth))
 	}
@@ -370,6 +377,7 @@ func secretData(d *Device) map[string][]byte {
 		putTime(keyPendingApprov, e.Approved)
 		put(keyPendingAuth, []byte(e.Auth))
 		putHash(keyPendingToken, e.TokenHash)
+		put(keyPendingEphem, []byte(hex.EncodeToString(e.EphemeralKey)))
 	}
 	return data
 }

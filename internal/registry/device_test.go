@@ -21,7 +21,8 @@ func TestRecordRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	pending := &Device{Name: "pico-3", Auth: AuthHMAC, Created: now, HardwareID: "HW-3", EnrolledBy: "abc123",
-		Enrollment: &Enrollment{Requested: now, Approved: now.Add(time.Minute), Auth: AuthHMAC, TokenHash: HashToken("pge_x")}}
+		Enrollment: &Enrollment{Requested: now, Approved: now.Add(time.Minute), Auth: AuthHMAC, TokenHash: HashToken("pge_x"),
+			EphemeralKey: bytes.Repeat([]byte{0xe5}, KeySize)}}
 	for _, d := range []*Device{tok, hm, pending} {
 		t.Run(d.Name, func(t *testing.T) {
 			got, err := fromSecretData(secretData(d))
@@ -33,7 +34,8 @@ func TestRecordRoundTrip(t *testing.T) {
 				got.EnrolledBy != d.EnrolledBy || !got.Created.Equal(d.Created) || (got.Enrollment == nil) != (d.Enrollment == nil) {
 				t.Errorf("got %+v, want %+v", got, d)
 			}
-			if d.Enrollment != nil && (*got.Enrollment != *d.Enrollment) {
+			if e, w := got.Enrollment, d.Enrollment; w != nil && (!e.Requested.Equal(w.Requested) || !e.Approved.Equal(w.Approved) ||
+				e.Auth != w.Auth || e.TokenHash != w.TokenHash || !bytes.Equal(e.EphemeralKey, w.EphemeralKey)) {
 				t.Errorf("got enrollment %+v, want %+v", got.Enrollment, d.Enrollment)
 			}
 		})

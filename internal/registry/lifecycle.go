@@ -42,26 +42,29 @@ func (s *Store) Approve(ctx context.Context, name string) error {
 }
 
 // Remove deregisters a device for good: it is revoked first (every gateway refuses it within seconds and
-// ends its open watches), then its Node and its Lease are deleted, then its record. If a step fails the
-// device stays revoked, and running Remove again finishes the job.
-func (s *Store) Remove(ctx context.Context, name string) error {
+// ends its open watches), then its Node and its Lease are deleted if the Node is the device's
+// (DeleteDeviceNode: a real node that has the name is left alone), then its record. If a step fails the
+// device stays revoked, and running Remove again finishes the job. The outcome says what happened to
+// the Node.
+func (s *Store) Remove(ctx context.Context, name string) (NodeOutcome, error) {
 	return s.RemoveWith(ctx, name, s.deleteNode)
 }
 
-// RemoveWith is Remove with the Node and Lease deleted by deleteNode: the gateway deletes them as the
+// RemoveWith is Remove with the Node and Lease handled by deleteNode: the gateway deletes them as the
 // device itself, so the API server's NodeRestriction confines the deletion to that one node.
-func (s *Store) RemoveWith(ctx context.Context, name string, deleteNode func(ctx context.Context, name string) error) error {
-	if err := s.Revoke(ctx, name, false); err != nil {
-		return err
+func (s *Store) RemoveWith(ctx context.Context, name string, deleteNode func(ctx context.Context, name string) (NodeOutcome, error)) (NodeOutcome, error) {
+	if _, err := s.Revoke(ctx, name, false); err != nil {
+		return NodeAbsent, err
 	}
-	if err := deleteNode(ctx, name); err != nil {
-		return fmt.Errorf("removing device %q (it stays revoked; run remove again): %w", name, err)
+	out, err := deleteNode(ctx, name)
+	if err != nil {
+		return out, fmt.Errorf("removing device %q (it stays revoked; run remove again): %w", name, err)
 	}
-	err := s.Client.CoreV1().Secrets(s.Namespace).Delete(ctx, SecretName(name), metav1.DeleteOptions{})
+	err = s.Client.CoreV1().Secrets(s.Namespace).Delete(ctx, SecretName(name), metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("removing device %q: deleting its record (it stays revoked): %w", name, err)
+		return out, fmt.Errorf("removing device %q: deleting its record (it stays revoked): %w", name, err)
 	}
-	return nil
+	return out, nil
 }
 
 // PromoteNext makes a device's pending rotation its credential, once the device has used it; used is the

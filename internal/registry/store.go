@@ -15,7 +15,8 @@ import (
 )
 
 // Store writes device records: what `picogate device ...` does. It needs create/update/delete on Secrets
-// in its namespace (and, for --delete-node, delete on Nodes and Leases); the gateway itself only reads.
+// in its namespace, get on Nodes (a device name must not be a real node's) and, for --delete-node and
+// remove, delete on Nodes and Leases; the gateway itself only reads.
 type Store struct {
 	Client    kubernetes.Interface
 	Namespace string
@@ -60,8 +61,8 @@ func (r AddRequest) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Add registers devices. All are validated and checked for existing records before any is written; if
-// a write fails, the ones written by this call are deleted again, so a batch lands whole or not at all.
+// Add registers devices. All are validated and checked for existing records, and for a Node of the same
+// name that is not a device's (a real node: see CheckNodeName), before any is written; if a write fails, the ones written by this call are deleted again, so a batch lands whole or not at all.
 func (s *Store) Add(ctx context.Context, reqs []AddRequest) ([]Credential, error) {
 	var errs []error
 	seen := map[string]bool{}
@@ -83,8 +84,14 @@ func (s *Store) Add(ctx context.Context, reqs []AddRequest) ([]Credential, error
 	for _, r := range reqs {
 		if _, err := s.get(ctx, r.Name); err == nil {
 			errs = append(errs, fmt.Errorf("device %q already exists (rotate or revoke it instead)", r.Name))
+			continue
 		} else if !apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("checking device %q: %w", r.Name, err)
+		}
+		if err := CheckNodeName(ctx, s.Client.CoreV1().Nodes(), r.Name); errors.Is(err, ErrNotDeviceNode) {
+			errs = append(errs, fmt.Errorf("device %q: a real node has that name (its Node has no label %s=true); choose another name", r.Name, NodeMarkerLabel))
+		} else if err != nil {
+			return nil, err
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -174,7 +181,10 @@ type Info struct {
 	// approved (the device has not collected its credential yet).
 	Pending  *time.Time `json:"pending,omitempty"`
 	Approved *time.Time `json:"approved,omitempty"`
-	Rotating bool       `json:"rotating,omitempty"` // a device-initiated rotation has not been used yet
+	// Reenrollment: the request waiting is a re-enrollment of a device that has a credential (which
+	// keeps working until the request is approved and collected).
+	Reenrollment bool `json:"reenrollment,omitempty"`
+	Rotating     bool `json:"rotating,omitempty"` // a device-initiated rotation has not been used yet
 }
 
 // List returns every device record, sorted by name, with when each device's node was last seen alive
@@ -202,7 +212,7 @@ func (s *Store) List(ctx context.Context) ([]Info, error) {
 			info.Revoked = &t
 		}
 		if e := d.Enrollment; e != nil {
-			info.Pending = &e.Requested
+			info.Pending, info.Reenrollment = &e.Requested, d.HasCredential()
 			if !e.Approved.IsZero() {
 				info.Approved = &e.Approved
 			}
@@ -273,10 +283,11 @@ func (s *Store) Rotate(ctx context.Context, name string) (Credential, error) {
 
 // Revoke marks a device revoked: every gateway refuses it within seconds and ends its open watches. The
 // record stays (so `device list` shows it and `device rotate` can re-enable it). With deleteNode, the
-// device's Node and Lease are deleted too.
-func (s *Store) Revoke(ctx context.Context, name string, deleteNode bool) error {
+// device's Node and Lease are deleted too, if the Node is a device's (DeleteDeviceNode); the outcome
+// says what happened to the Node.
+func (s *Store) Revoke(ctx context.Context, name string, deleteNode bool) (NodeOutcome, error) {
 	if err := ValidateName(name); err != nil {
-		return err
+		return NodeAbsent, err
 	}
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		sec, d, err := s.load(ctx, name)
@@ -292,23 +303,21 @@ func (s *Store) Revoke(ctx context.Context, name string, deleteNode bool) error 
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("revoking device %q: %w", name, err)
+		return NodeAbsent, fmt.Errorf("revoking device %q: %w", name, err)
 	}
-	if deleteNode {
-		return s.deleteNode(ctx, name)
+	if !deleteNode {
+		return NodeAbsent, nil
 	}
-	return nil
+	out, err := s.deleteNode(ctx, name)
+	if err != nil {
+		return out, fmt.Errorf("device %q revoked, but: %w", name, err)
+	}
+	return out, nil
 }
 
-func (s *Store) deleteNode(ctx context.Context, name string) error {
-	var errs []error
-	if err := s.Client.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		errs = append(errs, fmt.Errorf("deleting node %q: %w", name, err))
-	}
-	if err := s.Client.CoordinationV1().Leases("kube-node-lease").Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		errs = append(errs, fmt.Errorf("deleting lease %q: %w", name, err))
-	}
-	return errors.Join(errs...)
+// deleteNode deletes a device's Node and Lease with the operator's own client.
+func (s *Store) deleteNode(ctx context.Context, name string) (NodeOutcome, error) {
+	return DeleteDeviceNode(ctx, s.Client.CoreV1().Nodes(), s.Client, name)
 }
 
 func (s *Store) load(ctx context.Context, name string) (*corev1.Secret, *Device, error) {
