@@ -153,6 +153,34 @@ func (n *NodeCreate) WithLabel(key, value string) ([]byte, error) {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
+// SetPodCIDRs makes the Node's spec.podCIDRs exactly cidrs and spec.podCIDR the first of them, or
+// removes both when cidrs is empty, whatever the sender gave: a device never chooses its own pod
+// CIDR, since one kube-controller-manager's range allocator cannot place (outside the cluster CIDR)
+// stops it at its every start while the Node exists. The change is in the body WithLabel returns.
+func (n *NodeCreate) SetPodCIDRs(cidrs []string) error {
+	spec, ok := n.obj["spec"].(map[string]any)
+	switch {
+	case n.obj["spec"] == nil:
+		spec = map[string]any{}
+	case !ok:
+		return fmt.Errorf("%w: spec must be an object", ErrBodyMalformed)
+	}
+	delete(spec, "podCIDR")
+	delete(spec, "podCIDRs")
+	if len(cidrs) > 0 {
+		spec["podCIDR"] = cidrs[0]
+		list := make([]any, len(cidrs))
+		for i, c := range cidrs {
+			list[i] = c
+		}
+		spec["podCIDRs"] = list
+	}
+	if len(spec) > 0 || n.obj["spec"] != nil {
+		n.obj["spec"] = spec
+	}
+	return nil
+}
+
 // eventRefs are the fields of an Event, core/v1 and events.k8s.io/v1, that name the object it is about.
 var eventRefs = [...]string{"involvedObject", "regarding", "related"}
 
