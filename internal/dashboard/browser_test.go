@@ -33,12 +33,12 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1500, 1000),
+		chromedp.WindowSize(1500, 640),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1500, 1000)); err != nil {
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1500, 640)); err != nil {
 		t.Fatalf("starting chromium: %v", err)
 	}
 	return ctx
@@ -48,6 +48,7 @@ func newBrowser(t *testing.T) context.Context {
 type rowState struct {
 	Status, Ready, Quiet string
 	UA, Seen, Name       string
+	Pods, Errors         string
 	HasElement           bool // an element other than the name link inside a cell: device text became markup
 }
 
@@ -56,6 +57,7 @@ const rowsJS = `(() => { const o = {};
     const c = (k) => tr.querySelector('td[data-col="' + k + '"]');
     o[tr.dataset.name] = { Status: tr.dataset.status || '', Ready: tr.dataset.ready || '', Quiet: tr.dataset.quiet || '',
       UA: c('ua').textContent, Seen: c('seen').textContent, Name: c('name').textContent,
+      Pods: c('pods').textContent, Errors: c('errors').textContent,
       HasElement: tr.querySelectorAll('td:not([data-col="name"]) *').length > 0 || c('name').children.length !== 1 };
   }
   return JSON.stringify(o); })()`

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/picogate/picogate/device"
 	"github.com/picogate/picogate/internal/controlplane"
@@ -110,16 +113,32 @@ func TestDashboardEndToEnd(t *testing.T) {
 		})
 	})
 
-	t.Run("hostile user agent renders as text", func(t *testing.T) {
-		req, _ := http.NewRequest("GET", gw.URL()+"/api/v1/nodes/board-ua", nil)
-		req.Header.Set("Authorization", "Bearer "+hostile[0].Token)
-		req.Header.Set("User-Agent", hostileUA)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
+	t.Run("pods bound to a board", func(t *testing.T) {
+		cs := kubernetes.NewForConfigOrDie(cp.AdminConfig())
+		if _, err := cs.CoreV1().Pods("default").Create(context.Background(), &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "blink-on-board-1"},
+			Spec: corev1.PodSpec{NodeName: "board-1", Tolerations: []corev1.Toleration{{Key: "picogate.io/mcu", Operator: corev1.TolerationOpExists}},
+				Containers: []corev1.Container{{Name: "blink", Image: device.BlinkImage}}},
+		}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		res.Body.Close()
-		waitRows(t, ctx, "the hostile user agent shown", 5*time.Second, func(r map[string]rowState) bool { return r["board-ua"].UA == hostileUA })
+		waitRows(t, ctx, "board-1's pod Running", 60*time.Second, func(r map[string]rowState) bool { return r["board-1"].Pods == "1 Running" })
+	})
+
+	t.Run("hostile user agent renders as text", func(t *testing.T) {
+		for _, path := range []string{"/api/v1/nodes/board-ua", "/api/v1/secrets"} { // the second is refused by the policy
+			req, _ := http.NewRequest("GET", gw.URL()+path, nil)
+			req.Header.Set("Authorization", "Bearer "+hostile[0].Token)
+			req.Header.Set("User-Agent", hostileUA)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+		}
+		waitRows(t, ctx, "the hostile user agent shown", 5*time.Second, func(r map[string]rowState) bool {
+			return r["board-ua"].UA == hostileUA && strings.Contains(r["board-ua"].Errors, "policy 1")
+		})
 		if r := readRows(t, ctx)["board-ua"]; r.HasElement {
 			t.Errorf("the user agent became markup: %+v", r)
 		}
@@ -155,6 +174,7 @@ func TestDashboardEndToEnd(t *testing.T) {
 		if r := readRows(t, ctx)["board-1"]; r.Ready != "True" || r.Quiet != "false" {
 			t.Errorf("board-1: got %+v, want still Ready and not quiet", r)
 		}
+		screenshot(t, ctx, "dashboard-fleet-end.png")
 	})
 
 	t.Run("device page", func(t *testing.T) {

@@ -232,13 +232,13 @@ func authName(a string) string {
 	return ""
 }
 
-// perMinute is the number of requests in the last full minute before now (the current, partial 10-second
-// slot is left out, so the figure does not sag at the start of each slot).
+// perMinute is the number of requests in the current 10-second slot and the five before it: the last
+// minute, to within 10 seconds.
 func (s *deviceStats) perMinute(now time.Time) uint32 {
 	cur := now.Unix() / rateSlotSeconds
 	var n uint32
 	for i := range rateSlots {
-		if e := s.rateEpoch[i]; e < cur && e >= cur-rateSlots {
+		if e := s.rateEpoch[i]; e <= cur && e > cur-rateSlots {
 			n += s.rate[i]
 		}
 	}

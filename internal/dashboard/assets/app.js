@@ -259,8 +259,9 @@ function drawChart(canvas, series, points, fmt) {
   ctx.clearRect(0, 0, w, h);
   const pad = { l: 44, r: 8, t: 8, b: 18 };
   let max = 0;
-  for (const s of series) for (const p of points) max = Math.max(max, s.value(p));
-  max = max > 0 ? max * 1.1 : 1;
+  let integers = true;
+  for (const s of series) for (const p of points) { const v = s.value(p); max = Math.max(max, v); integers = integers && Number.isInteger(v); }
+  max = max <= 0 ? 1 : integers ? Math.ceil(max * 1.1) : max * 1.1;
   const x = (i) => pad.l + (points.length < 2 ? 0 : i * (w - pad.l - pad.r) / (points.length - 1));
   const y = (v) => h - pad.b - v / max * (h - pad.t - pad.b);
   ctx.strokeStyle = '#ccc';
@@ -308,7 +309,7 @@ async function refreshCharts() {
     const count = (v) => (Number.isInteger(v) || v >= 10 ? v.toFixed(0) : v.toFixed(1));
     drawChart($('chart-upstream'), [{ color: '#c62828', value: (p) => p.upstream }], pts, count);
     const known = pts.filter((p) => p.nodes >= 0);
-    drawChart($('chart-ready'), [{ color: '#2e7d32', value: (p) => p.ready }, { color: '#999', value: (p) => p.nodes }], known, count);
+    drawChart($('chart-ready'), [{ color: '#999', value: (p) => p.nodes }, { color: '#2e7d32', value: (p) => p.ready }], known, count);
   } catch (e) { /* the stream's status shows connectivity */ }
 }
 
