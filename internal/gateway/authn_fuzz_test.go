@@ -73,6 +73,7 @@ func FuzzDeviceRequest(f *testing.F) {
 		{"POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nX-HTTP-Method-Override: DELETE\r\nCookie: a=b\r\nContent-Length: 2\r\n\r\n{}", 1},
 		{"GET /api/v1/namespaces/default/configmaps/pico-config HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic eA==\r\nConnection: close, X-Remote-User\r\nX-Remote-User: system:node:pico-1\r\nCookie: s=1\r\n\r\n", 1},
 		{"GET /api/v1/nodes/pico-ip HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer TOK-PICO-1\r\n\r\n", 1},
+		{"GET /api/v1/nodes/pico-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-pico-1\r\nAudit-ID: spoofed\r\nX-Real-IP: 10.9.9.9\r\nX-Forwarded-For: 10.9.9.9\r\nX-Forwarded-Port: 1\r\nForwarded: for=10.9.9.9\r\nVia: 1.1 x\r\n\r\n", 0},
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s.raw), s.from)
@@ -130,9 +131,13 @@ func checkForwarded(t *testing.T, sent http.Header, client string, out *http.Req
 		switch {
 		case k == "Authorization", k == "Proxy-Authorization", k == "Cookie", k == "Upgrade", k == "Connection",
 			strings.HasPrefix(k, "X-Remote-"),
-			strings.HasPrefix(k, "Impersonate-") && k != "Impersonate-User" && k != "Impersonate-Group":
+			strings.HasPrefix(k, "Impersonate-") && k != "Impersonate-User" && k != "Impersonate-Group",
+			strings.HasPrefix(k, "X-Forwarded-") && k != "X-Forwarded-For", slices.Contains(forwardingHeaders, k):
 			t.Fatalf("forwarded header %s: %q (client sent %v)", k, out.Header[k], sent)
 		}
+	}
+	if host, _, _ := strings.Cut(client, ":"); !slices.Equal(out.Header["X-Forwarded-For"], []string{host}) {
+		t.Fatalf("forwarded X-Forwarded-For %q, want only the client's address %s", out.Header["X-Forwarded-For"], host)
 	}
 	var want *registry.Device
 	switch authz := sent.Values("Authorization"); {

@@ -59,8 +59,8 @@ func (g *Gateway) signedDevice(name string, client netip.Addr) (*registry.Device
 // verify completes a signed request's authentication once its body is read: the signature over method,
 // path, query, content type, timestamp, nonce and body is checked against the device's key and, during
 // a rotation, its next key; then the nonce is recorded so this gateway accepts the request once. A
-// forged request gives back the rate-limit token it took and never touches the nonce cache. Other
-// requests pass untouched.
+// forged request gives back the rate-limit token it took and never touches the nonce cache. A verified
+// request's body no longer counts as unverified bytes. Other requests pass untouched.
 func (g *Gateway) verify(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := identityFrom(r)
@@ -98,6 +98,7 @@ func (g *Gateway) verify(next http.Handler) http.Handler {
 		if usedNext && g.cfg.OnNextCredential != nil {
 			g.cfg.OnNextCredential(d.Name, d.NextKey)
 		}
+		body.verified()
 		vid := Identity{kind: deviceIdentity, device: d, state: st, signed: d.Key}
 		if usedNext {
 			vid.signed = d.NextKey

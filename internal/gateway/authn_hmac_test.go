@@ -291,7 +291,7 @@ func TestSignedBodyReadOnce(t *testing.T) {
 }
 
 // TestForgedSignatureSpendsNothing: requests with a valid header but a wrong signature are refused
-// without spending the device's rate limit or its nonces.
+// without spending the device's rate limit, its nonces, or the budget of unverified bytes.
 func TestForgedSignatureSpendsNothing(t *testing.T) {
 	d := hmacDev("pico-f1")
 	forger := sha256.Sum256([]byte("not the key"))
@@ -302,6 +302,9 @@ func TestForgedSignatureSpendsNothing(t *testing.T) {
 		if rec.Code != 401 {
 			t.Fatalf("forgery %d: got %d, want 401", i, rec.Code)
 		}
+	}
+	if n := g.unverified.used.Load(); n != 0 {
+		t.Errorf("unverified bytes after the forgeries: got %d, want 0", n)
 	}
 	// The device's own requests, with nonces the forger used, still pass: its burst and nonces are intact.
 	for i := range 2 {

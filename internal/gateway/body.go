@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/picogate/picogate/internal/status"
@@ -14,10 +15,16 @@ import (
 
 // Body is a request's body, read in full by readBody, the one step that reads it. Immutable; its bytes
 // are valid until the request is done and must not be kept.
-type Body struct{ b []byte }
+type Body struct {
+	b    []byte
+	hold *budgetHold // unverified bytes this body holds of the gateway's budget; nil if none
+}
 
 // Bytes returns the body; empty when the request has none.
 func (b Body) Bytes() []byte { return b.b }
+
+// verified gives the body's share of the unverified budget back: its sender is now known (verify).
+func (b Body) verified() { b.hold.release() }
 
 func bodyFrom(r *http.Request) Body { return must[Body](r, bodyKey) }
 
@@ -25,10 +32,18 @@ func bodyFrom(r *http.Request) Body { return must[Body](r, bodyKey) }
 // endpoint, may call it.
 func BodyFrom(r *http.Request) Body { return bodyFrom(r) }
 
+// minUnverifiedCharge is what an unverified body costs the budget at the least, about what its
+// connection costs the gateway besides (goroutine, buffers): so the budget also bounds how many such
+// bodies can be waited for at once.
+const minUnverifiedCharge = 16 << 10
+
 // readBody reads the request body in full, within BodyTimeout and the size limit (413 beyond; 408 when
 // it does not arrive in time), into a pooled buffer, and hands it on as a Body; the forwarded request
 // reads it from there, so a slow upload ties up the gateway, never the API server. It comes after every
-// limit.
+// limit. A body whose sender is not yet known (a signature not yet checked, the shared identity, an
+// anonymous endpoint) must first fit the budget of unverified bytes (UnverifiedBodyBudget, 503 with
+// Retry-After beyond): what strangers can make the gateway hold is bounded in total, not only per
+// request.
 func (g *Gateway) readBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody {
@@ -45,12 +60,25 @@ func (g *Gateway) readBody(next http.Handler) http.Handler {
 				Message: "request body of " + strconv.FormatInt(r.ContentLength, 10) + " bytes is over the limit of " + strconv.FormatInt(limit, 10)})
 			return
 		}
+		var hold *budgetHold
+		if !identityFrom(r).verified() {
+			want := limit
+			if r.ContentLength >= 0 {
+				want = r.ContentLength
+			}
+			if hold = g.unverified.take(max(want, minUnverifiedCharge)); hold == nil {
+				g.metrics.overloaded.Inc()
+				refuse(w, r, rule, &status.Error{Code: http.StatusServiceUnavailable, Message: "gateway is at its limit of request bodies from unauthenticated clients", RetryAfter: retryAfterUnavailable})
+				return
+			}
+			defer hold.release()
+		}
 		pb, e := g.bodies.read(w, r, limit, g.cfg.BodyTimeout)
 		if e != nil {
 			refuse(w, r, rule, e)
 			return
 		}
-		body := Body{b: pb.b}
+		body := Body{b: pb.b, hold: hold}
 		r = with(r, bodyKey, body)
 		r.Body, r.GetBody, r.ContentLength = pb.reader(), pb.getBody, int64(len(pb.b))
 		defer r.Body.Close()
@@ -196,4 +224,34 @@ func (r *bodyReader) Close() error {
 		pb.buf, pb.b = nil, nil
 	}
 	return nil
+}
+
+// budget bounds the bytes held at once for bodies whose sender is not yet known.
+type budget struct {
+	used  atomic.Int64
+	limit int64
+}
+
+// budgetHold is one body's share of the budget, given back once.
+type budgetHold struct {
+	b    *budget
+	n    int64
+	done atomic.Bool
+}
+
+func newBudget(limit int64) *budget { return &budget{limit: limit} }
+
+// take reserves n bytes, or returns nil when they do not fit.
+func (b *budget) take(n int64) *budgetHold {
+	if b.used.Add(n) > b.limit {
+		b.used.Add(-n)
+		return nil
+	}
+	return &budgetHold{b: b, n: n}
+}
+
+func (h *budgetHold) release() {
+	if h != nil && h.done.CompareAndSwap(false, true) {
+		h.b.used.Add(-h.n)
+	}
 }

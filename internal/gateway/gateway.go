@@ -9,10 +9,12 @@
 //	authenticate   who: a device (token, address; a signature's header only),
 //	               the shared identity, or nobody for anonymous endpoints (401)    [Identity]
 //	authorize      the policy: path, query, upgrades; device endpoints need one    [grant]
+//	sourceLimit    per source address, for requests without a device (429)
 //	deviceRate     per device (429)                                                 [charge]
 //	admit          global caps on in-flight requests and watches (503)
-//	deviceWatches  a device's open watches, ended when its credential changes
-//	readBody       the one read of the body, within its deadline and size (408, 413) [Body]
+//	deviceWatches  per device cap on watches; ended when its credential changes (429)
+//	readBody       the one read of the body, within its deadline and size (408, 413),
+//	               unverified bodies within a global budget (503)                   [Body]
 //	verify         a signature over the body, its nonce (401)                       [Identity]
 //	inspect        checks of the content (Config.Checks)
 //	deadline       how long the rest may take
@@ -23,12 +25,14 @@
 //
 // Every refusal is a status.Error written by one function (Refuse), which also records the reason and
 // closes the connection when the body was not read. The limits come before the body: a request over
-// them costs no body buffer and no body time.
+// them costs no body buffer and no body time, and a signed request's body is read before its signature
+// can be checked only within the budget.
 //
 // A device is forwarded as its own node (Impersonate-User system:node:NAME, groups system:nodes and
 // picogate:devices), so the API server's Node authorizer and NodeRestriction confine it; the policy in
-// front is defense in depth. The gateway's own health and metrics are served on a separate admin port,
-// never on the device port.
+// front is defense in depth. With --shared-identity a request without a credential is forwarded as
+// SharedUser, whose RBAC is the cluster's to keep small. The gateway's own health and metrics are served
+// on a separate admin port, never on the device port.
 package gateway
 
 import (
@@ -57,8 +61,9 @@ type Config struct {
 	Transport http.RoundTripper
 	// Registry identifies devices. Nil means no device records: only the shared identity works.
 	Registry Registry
-	// SharedIdentity forwards requests without a device credential with the gateway's own identity,
-	// exactly as the seed's nginx did. Devices that do authenticate are still forwarded as themselves.
+	// SharedIdentity forwards requests without a device credential as SharedUser (group SharedGroup),
+	// limited per source address, for firmware that sends no credential. Devices that do authenticate
+	// are still forwarded as themselves.
 	SharedIdentity bool
 	// AllowCIDRs are the source networks allowed to connect. Default: loopback, RFC 1918, IPv6 ULA and
 	// link-local (DefaultAllowCIDRs).
@@ -76,21 +81,40 @@ type Config struct {
 	MaxCompactBytes int
 	// MaxBodyBytes caps request bodies (413 beyond). Default 64 KiB.
 	MaxBodyBytes int64
+	// UnverifiedBodyBudget caps the bytes held at once for bodies whose sender is not yet known: signed
+	// requests before their signature is checked, the shared identity, anonymous endpoints (503 beyond).
+	// Each such body counts at least 16 KiB. Default 4 MiB.
+	UnverifiedBodyBudget int64
 	// BodyTimeout bounds receiving a request body. Default 10s.
 	BodyTimeout time.Duration
 	// UpstreamTimeout bounds a non-watch request's round trip to the API server. Default 4.5s, so that
 	// with the gateway's own work and the network a device has its answer within 5s.
 	UpstreamTimeout time.Duration
-
+	// LocalTimeout bounds a local endpoint's handler (the context it gets). Default 15s, above
+	// enrollment's own 10s of API work.
+	LocalTimeout time.Duration
 	// WriteTimeout bounds each write to a device (for watches, each event). Default 30s.
 	WriteTimeout time.Duration
 	// MaxInFlight caps concurrent non-watch requests (503 beyond). Default 512.
 	MaxInFlight int
 	// MaxWatches caps concurrent watches (503 beyond). Default 20000.
 	MaxWatches int
-	// DeviceRate and DeviceBurst are each device's rate limit (requests/s, burst). Default 5 and 20.
+	// MaxDeviceWatches caps each device's concurrent watches (429 beyond). Default 4: the reference
+	// firmware holds one.
+	MaxDeviceWatches int
+	// MaxWatchTimeout caps a watch's timeoutSeconds: larger or absent values are rewritten down to it,
+	// and the gateway ends a watch the API server has not ended by then. Default 30m.
+	MaxWatchTimeout time.Duration
+	// DeviceRate and DeviceBurst are each device's rate limit (requests/s, burst), and each source
+	// address's for requests without a device credential. Default 5 and 20.
 	DeviceRate  float64
 	DeviceBurst int
+	// SourceMaxInFlight caps the concurrent requests, watches included, of one source address without
+	// a device credential (429 beyond). Default 8.
+	SourceMaxInFlight int
+	// MaxSources caps the source addresses whose limits are kept at once (503 for a new one beyond,
+	// while every one held is busy). Default 4096.
+	MaxSources int
 	// RequireHMAC refuses every device request that is not signed: token and ip-mode devices get 401.
 	RequireHMAC bool
 	// HMACWindow is how far a signed request's timestamp may be from the gateway's clock, either way.
@@ -138,12 +162,16 @@ type Gateway struct {
 	proxy    *httputil.ReverseProxy
 	handler  http.Handler
 	states   deviceStates
+	sources  *sources
 	locals   localRoutes
 
 	registrySecrets string // path prefix of the device records, refused to devices
 
+	sharedUser, sharedGroups []string // the Impersonate- values of the shared identity
+
 	inflight, watches atomic.Int64
 	bodies            *bodyPool
+	unverified        *budget
 	respBufs          *sync.Pool
 
 	watchCtx   context.Context
@@ -157,14 +185,19 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	setDefault(&cfg.MaxCompactBytes, 256<<10)
 	setDefault(&cfg.MaxBodyBytes, 64<<10)
+	setDefault(&cfg.UnverifiedBodyBudget, 4<<20)
 	setDefault(&cfg.BodyTimeout, 10*time.Second)
 	setDefault(&cfg.UpstreamTimeout, 4500*time.Millisecond)
+	setDefault(&cfg.LocalTimeout, 15*time.Second)
 	setDefault(&cfg.WriteTimeout, 30*time.Second)
 	setDefault(&cfg.MaxInFlight, 512)
 	setDefault(&cfg.MaxWatches, 20000)
+	setDefault(&cfg.MaxDeviceWatches, 4)
+	setDefault(&cfg.MaxWatchTimeout, 30*time.Minute)
 	setDefault(&cfg.DeviceRate, 5)
 	setDefault(&cfg.DeviceBurst, 20)
-
+	setDefault(&cfg.SourceMaxInFlight, 8)
+	setDefault(&cfg.MaxSources, 4096)
 	setDefault(&cfg.HMACWindow, 30*time.Second)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -203,9 +236,14 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxCompactBytes < 4096 {
 		errs = append(errs, fmt.Errorf("compact max bytes %d is below 4096", cfg.MaxCompactBytes))
 	}
+	if cfg.MaxWatchTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("max watch timeout %v is below 1s", cfg.MaxWatchTimeout))
+	}
 	for name, v := range map[string]float64{"max body bytes": float64(cfg.MaxBodyBytes), "max in-flight": float64(cfg.MaxInFlight),
 		"max watches": float64(cfg.MaxWatches), "device rate": cfg.DeviceRate, "device burst": float64(cfg.DeviceBurst),
-		"body timeout": float64(cfg.BodyTimeout), "upstream timeout": float64(cfg.UpstreamTimeout), "write timeout": float64(cfg.WriteTimeout)} {
+		"body timeout": float64(cfg.BodyTimeout), "upstream timeout": float64(cfg.UpstreamTimeout), "write timeout": float64(cfg.WriteTimeout),
+		"unverified body budget": float64(cfg.UnverifiedBodyBudget), "local timeout": float64(cfg.LocalTimeout),
+		"max device watches": float64(cfg.MaxDeviceWatches), "source max in-flight": float64(cfg.SourceMaxInFlight), "max sources": float64(cfg.MaxSources)} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", name))
 		}
@@ -229,6 +267,11 @@ func New(cfg Config) (*Gateway, error) {
 		metrics:  newMetrics(),
 		respBufs: newBufPool(16 << 10),
 		bodies:   newBodyPool(),
+
+		unverified:   newBudget(cfg.UnverifiedBodyBudget),
+		sources:      newSources(cfg.MaxSources, cfg.SourceMaxInFlight, cfg.DeviceRate, cfg.DeviceBurst),
+		sharedUser:   []string{SharedUser},
+		sharedGroups: []string{SharedGroup},
 	}
 	g.registrySecrets = "/api/v1/namespaces/" + cfg.RegistryNamespace + "/secrets"
 	g.states.g = g
@@ -236,7 +279,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.proxy = g.newProxy()
 	g.locals = newLocalRoutes(g.timeRoute(), cfg.Local)
 	g.handler = chain(g.proxy, g.observe, g.sourceCheck, g.route, g.authenticate, g.authorize,
-		g.deviceRate, g.admit, g.deviceWatches, g.readBody, g.verify, g.inspect, g.deadline,
+		g.sourceLimit, g.deviceRate, g.admit, g.deviceWatches, g.readBody, g.verify, g.inspect, g.deadline,
 		g.dispatch, g.answer, g.compaction)
 	return g, nil
 }

@@ -373,36 +373,43 @@ func TestAdmit(t *testing.T) {
 	}
 }
 
-// TestDeviceWatches: DeviceChanged ends a device's open watches, not another device's.
+// TestDeviceWatches: a device may hold MaxDeviceWatches watches at once; one more is refused with 429,
+// another device is not affected, and DeviceChanged ends the device's open watches.
 func TestDeviceWatches(t *testing.T) {
 	d1, d2 := dev("pico-w1", registry.AuthToken), dev("pico-w2", registry.AuthToken)
-	g := newTestGateway(t, Config{Registry: registryOf(d1, d2)})
+	g := newTestGateway(t, Config{Registry: registryOf(d1, d2), MaxDeviceWatches: 2})
 	var open sync.WaitGroup
-	ended := make(chan string, 3)
+	ended := make(chan struct{}, 2)
 	h := g.deviceWatches(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		open.Done()
 		<-r.Context().Done()
-		ended <- identityFrom(r).Device().Name
+		ended <- struct{}{}
 	}))
 	watch := func(ctx context.Context, d *registry.Device) *http.Request {
 		return prepared(httptest.NewRequest("GET", "/api/v1/pods?watch=1", nil).WithContext(ctx), Identity{kind: deviceIdentity, device: d, state: g.states.get(d.Name)}, grant{rule: "pods", watch: true})
 	}
+	open.Add(2)
+	for range 2 {
+		go h.ServeHTTP(httptest.NewRecorder(), watch(context.Background(), d1))
+	}
+	open.Wait()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, watch(context.Background(), d1))
+	if rec.Code != 429 || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("third watch: got %d Retry-After=%q, want 429 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	open.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
-	open.Add(3)
-	go h.ServeHTTP(httptest.NewRecorder(), watch(context.Background(), d1))
-	go h.ServeHTTP(httptest.NewRecorder(), watch(context.Background(), d1))
 	go h.ServeHTTP(httptest.NewRecorder(), watch(ctx, d2))
 	open.Wait()
 	g.DeviceChanged(d1.Name, true)
-	for range 2 {
-		if got := <-ended; got != d1.Name {
-			t.Errorf("DeviceChanged(%s) ended a watch of %s", d1.Name, got)
-		}
+	<-ended
+	<-ended
+	if n := g.states.get(d1.Name).openWatches.Load(); n != 0 {
+		t.Errorf("after DeviceChanged: got %d open watches, want 0", n)
 	}
 	cancel()
-	if got := <-ended; got != d2.Name {
-		t.Errorf("got %s ended, want %s", got, d2.Name)
-	}
+	<-ended
 	nonWatch := httptest.NewRecorder()
 	g.deviceWatches(&okHandler{}).ServeHTTP(nonWatch, prepared(httptest.NewRequest("GET", "/version", nil), Identity{kind: deviceIdentity, device: d1, state: g.states.get(d1.Name)}, grant{}))
 	if nonWatch.Code != 200 {
@@ -423,7 +430,7 @@ func TestReadBody(t *testing.T) {
 		{"declared too large", "01234567890", 11, Identity{kind: deviceIdentity, device: d}, 413},
 		{"chunked too large", "01234567890", -1, Identity{kind: deviceIdentity, device: d}, 413},
 		{"chunked", "0123456789", -1, Identity{kind: deviceIdentity, device: d}, 200},
-		{"shared identity", "0123456789", 10, Identity{kind: sharedIdentity}, 200},
+		{"shared identity within the budget", "0123456789", 10, Identity{kind: sharedIdentity}, 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -458,7 +465,51 @@ func TestReadBody(t *testing.T) {
 			if got != tt.body || fromValue != tt.body || getBody != tt.body {
 				t.Errorf("body: got %q from Body, %q from the value, %q from GetBody; want %q", got, fromValue, getBody, tt.body)
 			}
+			if n := g.unverified.used.Load(); n != 0 {
+				t.Errorf("after the request: got %d unverified bytes held, want 0", n)
+			}
 		})
+	}
+}
+
+// TestReadBodyUnverifiedBudget: bodies whose sender is not yet known are held within the budget, each
+// counting at least minUnverifiedCharge; beyond it the request is refused with 503, Retry-After and the
+// connection closed, and a device's body is not counted.
+func TestReadBodyUnverifiedBudget(t *testing.T) {
+	d := hmacDev("pico-u1")
+	g := newTestGateway(t, Config{Registry: registryOf(d), UnverifiedBodyBudget: 2 * minUnverifiedCharge, Now: func() time.Time { return t0 }})
+	claim := Identity{kind: deviceIdentity, device: d, state: g.states.get(d.Name), claim: &hmacauth.Header{Credential: d.Name}}
+	verified := Identity{kind: deviceIdentity, device: d, state: g.states.get(d.Name)}
+	held := make(chan struct{})
+	release := make(chan struct{})
+	hold := g.readBody(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		held <- struct{}{}
+		<-release
+	}))
+	send := func(h http.Handler, id Identity) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, prepared(httptest.NewRequest("PATCH", "/api/v1/nodes/pico-u1/status", strings.NewReader(`{}`)), route{}, grant{rule: "node-status"}, id))
+		return rec
+	}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { send(hold, claim) })
+		<-held
+	}
+	if n := g.unverified.used.Load(); n != 2*minUnverifiedCharge {
+		t.Errorf("two small unverified bodies: got %d bytes held, want %d", n, 2*minUnverifiedCharge)
+	}
+	rec := send(g.readBody(&okHandler{}), claim)
+	if rec.Code != 503 || rec.Header().Get("Retry-After") == "" || rec.Header().Get("Connection") != "close" {
+		t.Errorf("over the budget: got %d Retry-After=%q Connection=%q, want 503 with Retry-After, closed", rec.Code, rec.Header().Get("Retry-After"), rec.Header().Get("Connection"))
+	}
+	if rec := send(g.readBody(&okHandler{}), verified); rec.Code != 200 {
+		t.Errorf("a verified device's body: got %d, want 200 (not counted)", rec.Code)
+	}
+	close(release)
+	wg.Wait()
+	if n := g.unverified.used.Load(); n != 0 {
+		t.Errorf("after the requests: got %d bytes held, want 0", n)
 	}
 }
 
@@ -551,15 +602,70 @@ func TestRewrite(t *testing.T) {
 	}
 }
 
-func TestRewriteSharedAddsNoIdentity(t *testing.T) {
+// TestRewriteShared: a request without a credential is forwarded as the shared identity, never as the
+// gateway's own credential, whatever identity headers it sent.
+func TestRewriteShared(t *testing.T) {
 	g := newTestGateway(t, Config{SharedIdentity: true})
 	in := httptest.NewRequest("GET", "/version", nil)
 	in.Header.Set("Impersonate-User", "system:admin")
+	in.Header.Add("Impersonate-Group", "system:masters")
 	in = prepared(in, Identity{kind: sharedIdentity}, grant{rule: "version"})
 	pr := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
 	g.rewrite(pr)
-	if v := pr.Out.Header.Values("Impersonate-User"); len(v) > 0 {
-		t.Errorf("got Impersonate-User %q, want none", v)
+	if got := pr.Out.Header.Values("Impersonate-User"); len(got) != 1 || got[0] != SharedUser {
+		t.Errorf("Impersonate-User: got %q, want [%s]", got, SharedUser)
+	}
+	if got := pr.Out.Header.Values("Impersonate-Group"); len(got) != 1 || got[0] != SharedGroup {
+		t.Errorf("Impersonate-Group: got %q, want [%s]", got, SharedGroup)
+	}
+}
+
+// TestRewriteStripsForwardingHeaders: headers that would put a client's words in the API server's audit
+// log (its audit ID, a claimed client address) are not forwarded; X-Forwarded-For is the device's own
+// address only.
+func TestRewriteStripsForwardingHeaders(t *testing.T) {
+	d := dev("pico-1", registry.AuthToken)
+	g := newTestGateway(t, Config{Registry: registryOf(d)})
+	in := httptest.NewRequest("GET", "/api/v1/nodes/pico-1", nil)
+	in.RemoteAddr = "192.168.1.9:5000"
+	spoofed := []string{"Audit-ID", "X-Real-IP", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port", "X-Forwarded-Prefix",
+		"Forwarded", "Via", "True-Client-IP", "X-Client-IP", "X-Cluster-Client-IP", "X-Original-Forwarded-For", "CF-Connecting-IP", "Fastly-Client-IP"}
+	for _, k := range spoofed {
+		in.Header.Set(k, "10.9.9.9")
+	}
+	in = prepared(in, Identity{kind: deviceIdentity, device: d}, grant{rule: "node"})
+	pr := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
+	g.rewrite(pr)
+	for _, k := range spoofed {
+		if k == "X-Forwarded-For" {
+			continue
+		}
+		if v := pr.Out.Header.Values(k); len(v) > 0 {
+			t.Errorf("%s: got %q forwarded, want it removed", k, v)
+		}
+	}
+	if got := pr.Out.Header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != "192.168.1.9" {
+		t.Errorf("X-Forwarded-For: got %q, want only the device's address", got)
+	}
+}
+
+func TestCapWatchTimeout(t *testing.T) {
+	tests := []struct{ raw, want string }{
+		{"watch=1", "watch=1&timeoutSeconds=1800"},
+		{"", "timeoutSeconds=1800"},
+		{"watch=1&timeoutSeconds=60", "watch=1&timeoutSeconds=60"},
+		{"watch=1&timeoutSeconds=1800", "watch=1&timeoutSeconds=1800"},
+		{"watch=1&timeoutSeconds=86400&resourceVersion=5", "watch=1&timeoutSeconds=1800&resourceVersion=5"},
+		{"watch=1&timeoutSeconds=0", "watch=1&timeoutSeconds=1800"},
+		{"timeout%53econds=99999&watch=1", "timeoutSeconds=1800&watch=1"},
+		{"watch=1&timeoutSeconds=abc", "watch=1&timeoutSeconds=abc"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.raw, func(t *testing.T) {
+			if got := capWatchTimeout(tt.raw, 30*time.Minute); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
 

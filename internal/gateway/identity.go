@@ -7,6 +7,15 @@ import (
 	"github.com/picogate/picogate/internal/registry"
 )
 
+// SharedUser and SharedGroup are who a request without a device credential is forwarded as on a
+// gateway with --shared-identity: a restricted identity that the cluster's RBAC grants only what the
+// reference firmware needs, never the gateway's own credential. The API server adds
+// system:authenticated.
+const (
+	SharedUser  = "picogate:shared"
+	SharedGroup = "picogate:shared"
+)
+
 type identityKind uint8
 
 const (
@@ -14,14 +23,13 @@ const (
 	anonymous identityKind = iota
 	// deviceIdentity requests are forwarded as the device's own node.
 	deviceIdentity
-	// sharedIdentity requests carry no credential and are forwarded with the gateway's own identity
-	// (--shared-identity).
+	// sharedIdentity requests carry no credential and are forwarded as SharedUser (--shared-identity).
 	sharedIdentity
 )
 
 // Identity is who a request is forwarded as: a device (its own node, system:node:NAME in the groups
-// system:nodes and picogate:devices), the shared identity (the gateway's own), or nobody (the gateway's
-// anonymous endpoints). authenticate decides it; for a signed request it is first a claim (the header checked,
+// system:nodes and picogate:devices), the shared identity, or nobody (the gateway's anonymous
+// endpoints). authenticate decides it; for a signed request it is first a claim (the header checked,
 // the name known, the timestamp in the window) that verify turns into the device once the signature
 // over the body is right. Immutable: a step that learns more hands on a new one.
 type Identity struct {
@@ -49,8 +57,14 @@ func (id Identity) SigningKey() []byte {
 	return id.signed
 }
 
-// Shared reports whether the request is forwarded with the shared identity.
+// Shared reports whether the request is forwarded as SharedUser.
 func (id Identity) Shared() bool { return id.kind == sharedIdentity }
+
+// verified reports whether the request is a device's whose credential has been checked: before its
+// body (token, address) or after it (signature). Every other request (a signature not yet checked, the
+// shared identity, an anonymous endpoint) is unauthenticated work: its body counts against the
+// gateway's budget of unverified bytes.
+func (id Identity) verified() bool { return id.kind == deviceIdentity && id.claim == nil }
 
 // String is how the access log names the identity.
 func (id Identity) String() string {
@@ -58,7 +72,7 @@ func (id Identity) String() string {
 	case deviceIdentity:
 		return id.device.User[0] // system:node:NAME, built once per device
 	case sharedIdentity:
-		return "shared"
+		return SharedUser
 	default:
 		return "-"
 	}

@@ -3,14 +3,30 @@ package gateway
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/picogate/picogate/internal/status"
 )
 
 // The limits come before the body is read, so a request over any of them costs the gateway no body
-// buffer and no body time: per device (rate), then global (in-flight requests or watches). Each is one
-// step.
+// buffer and no body time: per source (requests without a device), per device (rate), then global
+// (in-flight requests or watches), then per device again (watches). Each is one step.
+
+// takeToken spends one token of l at now, or says when one will be there.
+func takeToken(l *rate.Limiter, now time.Time) (time.Duration, bool) {
+	res := l.ReserveN(now, 1)
+	if !res.OK() {
+		return time.Second, false
+	}
+	if delay := res.DelayFrom(now); delay > 0 {
+		res.CancelAt(now)
+		return max(delay, time.Second), false
+	}
+	return 0, true
+}
 
 // deviceRate spends one request of the device's rate limit (429 with Retry-After beyond: a hammering
 // device only ever spends its own budget). For a signed request not yet verified it hands the token on
@@ -62,8 +78,9 @@ func (g *Gateway) admit(next http.Handler) http.Handler {
 	})
 }
 
-// deviceWatches keeps each device's set of open watches, each one ended when the device's credential
-// changes (DeviceChanged), so a revoked device keeps no stream open.
+// deviceWatches keeps each device's set of open watches: at most MaxDeviceWatches at once (429 with
+// Retry-After beyond: a device that needs more has leaked some), and each one ended when the device's
+// credential changes (DeviceChanged), so a revoked device keeps no stream open.
 func (g *Gateway) deviceWatches(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := identityFrom(r)
@@ -72,6 +89,13 @@ func (g *Gateway) deviceWatches(next http.Handler) http.Handler {
 			return
 		}
 		st := id.state
+		if n := st.openWatches.Add(1); n > int64(g.cfg.MaxDeviceWatches) {
+			st.openWatches.Add(-1)
+			refuse(w, r, grantFrom(r).rule, &status.Error{Code: http.StatusTooManyRequests,
+				Message: "node " + id.device.Name + " has " + strconv.Itoa(g.cfg.MaxDeviceWatches) + " watches open, the most a device may: end one first", RetryAfter: retryAfterUnavailable})
+			return
+		}
+		defer st.openWatches.Add(-1)
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		h := &watchHandle{cancel: cancel}
@@ -81,22 +105,24 @@ func (g *Gateway) deviceWatches(next http.Handler) http.Handler {
 	})
 }
 
-// deadline bounds how long the request may take from here: a forwarded request UpstreamTimeout; a
-// watch ends when the gateway shuts down. It comes after the body, which has its own deadline.
+// deadline bounds how long the request may take from here: a forwarded request UpstreamTimeout, a
+// local endpoint LocalTimeout, a watch MaxWatchTimeout (which rewrite also sends the API server as
+// timeoutSeconds) plus UpstreamTimeout for the API server to end it. A watch also ends when the gateway
+// shuts down. It comes after the body, which has its own deadline.
 func (g *Gateway) deadline(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d, watch := g.cfg.UpstreamTimeout, false
 		switch {
 		case routeFrom(r).local != nil:
-			next.ServeHTTP(w, r)
+			d = g.cfg.LocalTimeout
 		case grantFrom(r).watch:
-			ctx, cancel := context.WithCancel(r.Context())
-			defer cancel()
-			defer context.AfterFunc(g.watchCtx, cancel)()
-			next.ServeHTTP(w, r.WithContext(ctx))
-		default:
-			ctx, cancel := context.WithDeadline(r.Context(), time.Now().Add(g.cfg.UpstreamTimeout))
-			defer cancel()
-			next.ServeHTTP(w, r.WithContext(ctx))
+			d, watch = g.cfg.MaxWatchTimeout+g.cfg.UpstreamTimeout, true
 		}
+		ctx, cancel := context.WithDeadline(r.Context(), time.Now().Add(d))
+		defer cancel()
+		if watch {
+			defer context.AfterFunc(g.watchCtx, cancel)()
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

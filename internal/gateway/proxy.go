@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/picogate/picogate/internal/status"
 )
@@ -48,22 +50,33 @@ func (g *Gateway) upstreamRefusedGateway(res *http.Response) error {
 	return nil
 }
 
+// forwardingHeaders are headers a client could use to put words in the API server's audit log: a
+// proxy's record of who the client is (X-Real-Ip, Forwarded, Via, X-Forwarded-* and their vendor
+// spellings) and the audit ID the API server takes from a request that has one.
+var forwardingHeaders = []string{"Audit-Id", "X-Real-Ip", "Forwarded", "Via", "True-Client-Ip", "X-Client-Ip",
+	"X-Cluster-Client-Ip", "X-Original-Forwarded-For", "Cf-Connecting-Ip", "Fastly-Client-Ip"}
+
 // rewrite builds the outgoing request. Nothing that could carry identity survives from the device:
 // Authorization, every Impersonate-* and X-Remote-* header (the API server's impersonation and
-// front-proxy headers), and cookies. ReverseProxy has already removed hop-by-hop and X-Forwarded-*
-// headers. A device is then impersonated as its own node; with the shared identity nothing is added.
+// front-proxy headers), cookies, and every header that claims a client address or an audit ID. The
+// request is then impersonated as its identity — the device's own node, or SharedUser — and
+// X-Forwarded-For names the device's address, so the API server's audit log records it in sourceIPs. A
+// watch's timeoutSeconds is capped at MaxWatchTimeout (and set to it when absent).
 func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(g.cfg.Upstream)
 	h := pr.Out.Header
 	for k := range h {
-		if strings.HasPrefix(k, "Impersonate-") || strings.HasPrefix(k, "X-Remote-") {
+		if strings.HasPrefix(k, "Impersonate-") || strings.HasPrefix(k, "X-Remote-") || strings.HasPrefix(k, "X-Forwarded-") {
 			delete(h, k)
 		}
+	}
+	for _, k := range forwardingHeaders {
+		delete(h, k)
 	}
 	delete(h, "Authorization")
 	delete(h, "Proxy-Authorization")
 	delete(h, "Cookie")
-	pr.SetXForwarded() // the API server's audit log then records the device's address in sourceIPs
+	pr.SetXForwarded()
 	delete(h, "X-Forwarded-Host")
 	delete(h, "X-Forwarded-Proto")
 	switch id := identityFrom(pr.In); {
@@ -71,10 +84,42 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		h["Impersonate-User"] = id.device.User
 		h["Impersonate-Group"] = id.device.Groups
 	case id.Shared():
+		h["Impersonate-User"] = g.sharedUser
+		h["Impersonate-Group"] = g.sharedGroups
 	default:
-		// Unreachable: authenticate and verify let only these two through to here.
+		// Unreachable: authenticate and verify let only these two through to here. Never forward a
+		// request with the gateway's own credential.
 		panic("gateway: forwarding a request without an identity")
 	}
+	if grantFrom(pr.In).watch {
+		pr.Out.URL.RawQuery = capWatchTimeout(pr.Out.URL.RawQuery, g.cfg.MaxWatchTimeout)
+	}
+}
+
+// capWatchTimeout returns raw (a query the policy accepted: every key once) with timeoutSeconds at most
+// limit, and set to limit when absent. A value that is not a number is left for the API server to refuse.
+func capWatchTimeout(raw string, limit time.Duration) string {
+	want := int64(limit / time.Second)
+	set := "timeoutSeconds=" + strconv.FormatInt(want, 10)
+	parts := strings.Split(raw, "&")
+	for i, part := range parts {
+		k, v, _ := strings.Cut(part, "=")
+		if k != "timeoutSeconds" {
+			if dk, err := url.QueryUnescape(k); err != nil || dk != "timeoutSeconds" {
+				continue
+			}
+		}
+		dv, _ := url.QueryUnescape(v)
+		if n, err := strconv.ParseInt(dv, 10, 64); err != nil || (n != 0 && n <= want) {
+			return raw // 0 is the API server's "its own default", 30 to 60 minutes: capped like absent
+		}
+		parts[i] = set
+		return strings.Join(parts, "&")
+	}
+	if raw == "" {
+		return set
+	}
+	return raw + "&" + set
 }
 
 // proxyError answers when the API server could not be reached or did not answer in time: 503 with

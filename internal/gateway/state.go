@@ -17,6 +17,7 @@ import (
 type deviceState struct {
 	limiter     *rate.Limiter
 	rateLimited prometheus.Counter
+	openWatches atomic.Int64
 	watches     sync.Map // *watchHandle → struct{}: open watches, ended when the device is revoked
 	nonces      atomic.Pointer[hmacauth.NonceCache]
 	keyed       [2]atomic.Pointer[hmacauth.Keyed] // hmac mode: verifiers of the current and next key

@@ -231,7 +231,7 @@ func logStart(log *slog.Logger, cfg Config, up *upstream.Upstream, devLn, adminL
 		log.Info("--enrollment: devices may enroll with a token, rotate and deregister; the gateway writes device records", "require_hmac", cfg.Gateway.RequireHMAC)
 	}
 	if cfg.Gateway.SharedIdentity {
-		log.Warn("--shared-identity: devices without a credential are forwarded with the gateway's own identity; every such device shares it, as with the seed's nginx")
+		log.Warn("--shared-identity: devices without a credential are forwarded as " + gateway.SharedUser + ", which every such device shares; its rights are its RBAC's (deploy/rbac-shared.yaml)")
 	}
 	for _, p := range cfg.Gateway.AllowCIDRs {
 		if p.Bits() == 0 {
