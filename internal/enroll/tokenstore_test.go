@@ -3,51 +3,10 @@ package enroll
 import (
 	"context"
 	"errors"
-	"os"
 	"sync"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-
-	"github.com/picogate/picogate/internal/controlplane"
 )
-
-// These tests run against a real kube-apiserver: what they check (conflicts on resourceVersion,
-// conditional deletes) is the API server's behaviour, which a fake client does not have.
-
-// The package's tests share one control plane, started on first use and stopped by TestMain.
-var (
-	cpOnce sync.Once
-	cp     *controlplane.ControlPlane
-	cpCS   kubernetes.Interface
-	cpErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if cp != nil {
-		_ = cp.Stop()
-	}
-	os.Exit(code)
-}
-
-func client(t *testing.T) kubernetes.Interface {
-	t.Helper()
-	cpOnce.Do(func() {
-		if cp, cpErr = controlplane.Start(context.Background(), controlplane.Config{}); cpErr != nil {
-			return
-		}
-		cpCS = kubernetes.NewForConfigOrDie(cp.AdminConfig())
-		_, cpErr = cpCS.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "picogate-system"}}, metav1.CreateOptions{})
-	})
-	if cpErr != nil {
-		t.Fatalf("control plane: %v", cpErr)
-	}
-	return cpCS
-}
 
 // TestConsumeNeverOverspends: 24 enrollments on two "replicas" (two stores) race for a 5-use token;
 // exactly 5 get a use, and the token says so.
