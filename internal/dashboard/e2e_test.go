@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -201,5 +202,20 @@ func TestDashboardEndToEnd(t *testing.T) {
 			t.Errorf("device page: got %+v, want Node conditions, requests and the revoke command", state)
 		}
 		screenshot(t, ctx, "dashboard-device.png")
+	})
+
+	// Last: the gateway stops cleanly while the page holds its live stream open (the admin port's
+	// graceful shutdown would otherwise wait for the stream, give up and fail the exit).
+	t.Run("shutdown with the page open", func(t *testing.T) {
+		if err := chromedp.Do(ctx, chromedp.Navigate("http://"+gw.Admin+"/#/")); err != nil {
+			t.Fatal(err)
+		}
+		waitRows(t, ctx, "the table streaming", 10*time.Second, func(r map[string]rowState) bool { return len(r) == len(boards) })
+		start := time.Now()
+		gw.Signal(syscall.SIGTERM)
+		if err := gw.Wait(15 * time.Second); err != nil {
+			t.Errorf("picogate serve with a dashboard stream open: got %v, want a clean exit", err)
+		}
+		t.Logf("picogate exited %v after SIGTERM with the page open", time.Since(start).Round(time.Millisecond))
 	})
 }
