@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X github.com/picogate/picogate/internal/version.Version=$(VERS
 CONTROLPLANE := $(BIN)/kube-apiserver $(BIN)/kube-scheduler $(BIN)/kube-controller-manager $(BIN)/kubectl
 ETCD         := $(BIN)/etcd
 
-.PHONY: all build controlplane test test-short test-race test-integration lint fuzz-short vet fmt-check demo bench bench-fleet soak image clean
+.PHONY: all build controlplane test test-deps test-short test-race test-integration lint fuzz-short vet fmt-check demo bench bench-fleet soak image clean
 
 all: build
 
@@ -34,7 +34,11 @@ UNIT_PKGS = $(filter-out $(CP_PKGS),$(shell $(GO) list ./...))
 
 ## test: the whole suite, what CI runs: vet, gofmt, golangci-lint, the unit tier under -race, the
 ## integration tier against the real control plane, short fuzzing (see the README for what each costs)
-test: controlplane vet fmt-check lint test-race test-integration fuzz-short
+test: controlplane test-deps vet fmt-check lint test-race test-integration fuzz-short
+
+## test-deps: what the tests need beyond Go and the control plane (Debian's chromium and libmbedtls-dev)
+test-deps:
+	./scripts/install-test-deps.sh
 
 ## test-short: the unit tier only, without -race (go test -short skips whatever needs a control plane or a
 ## product binary): the quick loop while editing
