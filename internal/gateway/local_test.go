@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/picogate/picogate/internal/registry"
+	"github.com/picogate/picogate/internal/status"
 )
 
 func TestLocalRoutes(t *testing.T) {
@@ -24,14 +25,26 @@ func TestLocalRoutes(t *testing.T) {
 		if DeviceFrom(r) != nil {
 			t.Error("anonymous route got a device")
 		}
-		NoteReason(r, "test refusal")
-		w.WriteHeader(http.StatusTeapot)
+		Refuse(w, r, &status.Error{Code: http.StatusTeapot, Message: "test refusal"})
+	})
+	var optional []string
+	reenroll := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := "-"
+		if d := DeviceFrom(r); d != nil {
+			name = d.Name
+		}
+		optional = append(optional, name)
+		w.WriteHeader(http.StatusOK)
 	})
 	g := newTestGateway(t, Config{Registry: registryOf(tok, h), Now: func() time.Time { return t0 }, DeviceBurst: 2, DeviceRate: 0.001,
 		Local: []LocalRoute{
 			{Method: "POST", Path: LocalPrefix + "rotate", Name: "rotate", Device: true, Handler: rotate},
 			{Method: "POST", Path: LocalPrefix + "enroll", Name: "enroll", Handler: enroll},
+			{Method: "POST", Path: LocalPrefix + "reenroll", Name: "reenroll", OptionalDevice: true, Handler: reenroll},
 		}})
+	// Anonymous requests are limited per source address like a device (DeviceBurst 2): each case without
+	// a device gets its own address.
+	from := func(addr string, r *http.Request) *http.Request { r.RemoteAddr = addr + ":40000"; return r }
 	req := func(method, path string, hdr ...string) *http.Request {
 		r := httptest.NewRequest(method, path, nil)
 		r.RemoteAddr = "192.168.1.20:40000"
@@ -51,7 +64,11 @@ func TestLocalRoutes(t *testing.T) {
 		{"unknown endpoint", req("GET", "/picogate/v1/nothing"), 404, "GET /picogate/v1/time"},
 		{"dot dot out of the prefix", req("GET", "/picogate/v1/../../api/v1/nodes/pico-l1"), 400, ""},
 		{"encoded slash", req("POST", "/picogate/v1%2Frotate"), 400, ""},
-		{"anonymous", req("POST", "/picogate/v1/enroll"), 418, ""},
+		{"anonymous", from("192.168.1.21", req("POST", "/picogate/v1/enroll")), 418, "test refusal"},
+		{"anonymous, a credential is not looked at", from("192.168.1.22", req("POST", "/picogate/v1/enroll", "Authorization", "Bearer nope")), 418, ""},
+		{"optional device, none", from("192.168.1.23", req("POST", "/picogate/v1/reenroll")), 200, ""},
+		{"optional device, signed", signed(t, h.Key, h.Name, "POST", "/picogate/v1/reenroll", "", "", t0.Unix(), 2), 200, ""},
+		{"optional device, wrong token", req("POST", "/picogate/v1/reenroll", "Authorization", "Bearer nope"), 401, ""},
 		{"device route without credential", req("POST", "/picogate/v1/rotate"), 401, ""},
 		{"device route with a wrong token", req("POST", "/picogate/v1/rotate", "Authorization", "Bearer nope"), 401, ""},
 		{"device route with token", req("POST", "/picogate/v1/rotate", "Authorization", "Bearer tok-pico-l1"), 200, ""},
@@ -73,6 +90,9 @@ func TestLocalRoutes(t *testing.T) {
 	}
 	if strings.Join(seen, ",") != "pico-l1,pico-l2,pico-l1" {
 		t.Errorf("rotate saw devices %v, want pico-l1, pico-l2, pico-l1", seen)
+	}
+	if strings.Join(optional, ",") != "-,pico-l2" {
+		t.Errorf("reenroll saw devices %v, want none, then pico-l2", optional)
 	}
 }
 

@@ -18,10 +18,6 @@ func Refuse(w http.ResponseWriter, r *http.Request, e *status.Error) {
 	refuseAs(w, r, "", e.Message, e)
 }
 
-// NoteReason records why a local endpoint refused a request that it answered itself, for the access
-// log. Prefer Refuse, which does this and writes the answer.
-func NoteReason(r *http.Request, reason string) { recordFrom(r).noteRefusal("", reason) }
-
 // refuse is Refuse naming the rule that refused, unless a step before has named one.
 func refuse(w http.ResponseWriter, r *http.Request, rule string, e *status.Error) {
 	refuseAs(w, r, rule, e.Message, e)
