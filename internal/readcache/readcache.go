@@ -216,8 +216,10 @@ func (c *Cache) Forget(name string, stillRegistered bool) {
 	}
 }
 
-// Run sweeps, until ctx ends, what can no longer be served: objects older than MaxStaleness and
-// permissions older than AuthzWindow, so memory follows the devices that read, not those that once did.
+// Run sweeps, until ctx ends, what can no longer be served: the bodies of objects older than
+// MaxStaleness, objects older than AuthzWindow (every permission to them has expired too, since a
+// permission is never newer than the read that gave it) and permissions older than AuthzWindow, so
+// memory follows the devices that read, not those that once did.
 func (c *Cache) Run(ctx context.Context) error {
 	every := min(c.cfg.AuthzWindow, time.Minute)
 	if every <= 0 {
@@ -237,15 +239,22 @@ func (c *Cache) Run(ctx context.Context) error {
 
 func (c *Cache) sweep(now time.Time) {
 	c.mu.Lock()
-	var old []*entry
+	var stale []*entry
 	for p, e := range c.entries {
-		if _, _, ok := e.fresh(now.Add(-c.cfg.MaxStaleness)); !ok {
+		e.mu.Lock()
+		fetched := e.fetched
+		e.mu.Unlock()
+		switch {
+		case fetched.Before(now.Add(-c.cfg.AuthzWindow)):
 			delete(c.entries, p)
-			old = append(old, e)
+			stale = append(stale, e)
+		case fetched.Before(now.Add(-c.cfg.MaxStaleness)):
+			// Kept, so the permissions given for it stay valid; only its body is let go.
+			stale = append(stale, e)
 		}
 	}
 	c.mu.Unlock()
-	for _, e := range old {
+	for _, e := range stale {
 		c.clear(e)
 	}
 	c.devices.Range(func(k, v any) bool {
@@ -318,11 +327,11 @@ func (c *Cache) clear(e *entry) {
 	e.mu.Unlock()
 }
 
-// fresh returns the object if it was read after since.
+// fresh returns the object if it is held and was read after since.
 func (e *entry) fresh(since time.Time) ([]byte, string, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.fetched.IsZero() || e.fetched.Before(since) {
+	if e.body == nil || e.fetched.Before(since) {
 		return nil, "", false
 	}
 	return e.body, e.etag, true

@@ -269,10 +269,26 @@ func TestByteBudgetAndSweep(t *testing.T) {
 		t.Errorf("over the byte budget: got %d %q, want 200 read through (miss)", w.Code, w.Header().Get(HeaderCache))
 	}
 
+	api.put(cmPath, cmBody, "pico-1", "pico-2")
 	c := newCache(t, api, clk)
+	get(t, c, dev("pico-2"), cmPath)
 	get(t, c, dev("pico-1"), cmPath)
 	if n, b := c.Len(); n != 1 || b == 0 {
 		t.Fatalf("got %d objects, %d bytes, want 1 held", n, b)
+	}
+	// Stale but within the window: its body goes, the object stays, so the device's permission does.
+	clk.add(20 * time.Second)
+	c.sweep(clk.now())
+	if n, b := c.Len(); n != 1 || b != 0 {
+		t.Errorf("after a sweep of a stale object: got %d objects, %d bytes, want 1 without its body", n, b)
+	}
+	api.takeReads()
+	if w := get(t, c, dev("pico-1"), cmPath); w.Header().Get(HeaderCache) != "miss" || len(api.takeReads()) != 1 {
+		t.Errorf("after the sweep: got %q, want one read upstream (the body was let go)", w.Header().Get(HeaderCache))
+	}
+	// pico-2 was allowed before the sweep, within the window: pico-1's read serves it.
+	if w := get(t, c, dev("pico-2"), cmPath); w.Header().Get(HeaderCache) != "hit" {
+		t.Errorf("another device allowed before the sweep: got %q, want a hit (its permission survives a sweep)", w.Header().Get(HeaderCache))
 	}
 	clk.add(2 * time.Minute)
 	c.sweep(clk.now())
