@@ -95,10 +95,14 @@ func New(cfg Config) (*Cache, error) {
 	nodes := cfg.Client.Resource(nodesResource())
 	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return nodes.List(ctx, o)
+			l, err := nodes.List(ctx, o)
+			c.reached(err)
+			return l, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return nodes.Watch(ctx, o)
+			w, err := nodes.Watch(ctx, o)
+			c.reached(err)
+			return w, err
 		},
 	}, cfg.Client)
 	c.informer = cache.NewSharedIndexInformer(lw, &metav1.PartialObjectMetadata{}, 0, cache.Indexers{})
@@ -175,8 +179,8 @@ func (c *Cache) Lookup(ctx context.Context, name string) (Ownership, error) {
 // Len is the number of Nodes in the cache.
 func (c *Cache) Len() int { return len(c.informer.GetStore().ListKeys()) }
 
-// WatchError returns the last watch failure and when it happened, if the watch has failed since the
-// last call to ClearWatchError.
+// WatchError returns the last watch failure and when it happened, if the informer has not listed or
+// watched the Nodes successfully since.
 func (c *Cache) WatchError() (error, time.Time) {
 	if w := c.watchErr.Load(); w != nil {
 		return w.err, w.at
@@ -184,5 +188,9 @@ func (c *Cache) WatchError() (error, time.Time) {
 	return nil, time.Time{}
 }
 
-// ClearWatchError forgets a watch failure once Nodes are known to be listable again.
-func (c *Cache) ClearWatchError() { c.watchErr.Store(nil) }
+// reached forgets a watch failure once one of the informer's list or watch requests succeeds again.
+func (c *Cache) reached(err error) {
+	if err == nil {
+		c.watchErr.Store(nil)
+	}
+}

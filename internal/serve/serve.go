@@ -20,6 +20,8 @@ import (
 	"github.com/picogate/picogate/internal/enroll"
 	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/health"
+	"github.com/picogate/picogate/internal/nodeowner"
+	"github.com/picogate/picogate/internal/podcidr"
 	"github.com/picogate/picogate/internal/policy"
 	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/upstream"
@@ -47,7 +49,11 @@ type Config struct {
 	// device records and enrollment tokens (deploy/rbac-enrollment.yaml). Off, it only reads Secrets.
 	Enrollment bool
 	// Fleet is heartbeat translation and cached reads (docs/heartbeat.md).
-	Fleet  Fleet
+	Fleet Fleet
+	// PodCIDR is the pod CIDR block device Nodes share, so boards leave the cluster's to real nodes
+	// (package podcidr; --device-pod-cidr, --cluster-cidr, --node-cidr-mask-size).
+	PodCIDR podcidr.Settings
+
 	Logger *slog.Logger
 }
 
@@ -95,6 +101,7 @@ func (cfg Config) withDefaults() Config {
 type parts struct {
 	up      *upstream.Upstream
 	reg     *registry.Cache
+	nodes   *nodeowner.Cache // which Nodes are devices'
 	gw      *gateway.Gateway
 	prober  *health.Prober
 	dash    *dashboard.Dashboard // the fleet dashboard on the admin port
@@ -138,6 +145,11 @@ func build(cfg Config) (*parts, error) {
 		if !fail(err) {
 			p.reg, gc.Registry = reg, reg
 			p.background = append(p.background, reg.Run)
+			nodes, checks, err := buildNodes(up, reg, log)
+			if !fail(err) {
+				p.nodes, gc.Checks = nodes, append(gc.Checks, checks...)
+				p.background = append(p.background, nodes.Run)
+			}
 		}
 		fleet, err := buildFleet(cfg.Fleet, up, log)
 		if !fail(err) && p.reg != nil {
@@ -147,11 +159,16 @@ func build(cfg Config) (*parts, error) {
 				p.reg.Subscribe(f)
 			}
 		}
+		podCIDRs, err := buildPodCIDRs(cfg.PodCIDR, up.Client, log)
+		if !fail(err) {
+			gc.Checks = append(gc.Checks, gateway.PodCIDRCheck(podCIDRs)) // after the ownership checks
+		}
 	}
 	if p.reg != nil {
 		p.prober, err = health.New(health.Config{Logger: log, Checks: []health.Check{
 			{Name: "upstream", Probe: health.CredentialCheck(p.up.Client.AuthenticationV1().SelfSubjectReviews())},
 			{Name: "registry", Probe: registryCheck(p.reg)},
+			{Name: "nodes", Probe: nodesCheck(p.nodes)},
 		}})
 		if !fail(err) {
 			p.background = append(p.background, p.prober.Run)
