@@ -189,7 +189,7 @@ func (s *deviceStats) record(ev *Event, class Class) {
 			s.refNext = (s.refNext + 1) % cap(s.refusals)
 		}
 		if r != nil {
-			r.entry.fill(ev, at, class)
+			r.fill(ev, at, class)
 			r.reason.n, r.reason.cut = setText(r.reason.b[:], ev.Reason)
 		}
 	}
