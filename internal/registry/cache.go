@@ -97,7 +97,9 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 			return w, err
 		},
 	}
-	r.informer = cache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, cache.Indexers{})
+	// The wrapper tells the reflector when the client cannot stream a watch-list (client-go's fake
+	// clientset), so it lists instead of waiting for a bookmark that never comes.
+	r.informer = cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, cfg.Client), &corev1.Secret{}, 0, cache.Indexers{})
 	if err := r.informer.SetTransform(stripSecret); err != nil {
 		return nil, fmt.Errorf("device registry: %w", err)
 	}

@@ -207,12 +207,17 @@ func NewToken() (Token, error) {
 // HashToken is the lookup key and stored form of a token.
 func HashToken(token string) [sha256.Size]byte { return sha256.Sum256([]byte(token)) }
 
-// ParseSource parses a CIDR or a single address ("10.0.0.5" means 10.0.0.5/32).
+// ParseSource parses a CIDR or a single address ("10.0.0.5" means 10.0.0.5/32). IPv4-mapped IPv6 forms
+// ("::ffff:10.0.0.5", "::ffff:10.0.0.0/120") become their IPv4 equivalent, the form clients are compared
+// in, so one address has one spelling (two ip-mode devices on it are seen to collide).
 func ParseSource(s string) (netip.Prefix, error) {
 	if s == "" || s == "any" {
 		return netip.Prefix{}, nil
 	}
 	if p, err := netip.ParsePrefix(s); err == nil {
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
 		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)
