@@ -1,6 +1,14 @@
-// Package compact shrinks Kubernetes JSON for devices with a 4 KB receive buffer. It removes
-// metadata.managedFields (about 40% of a Node written by a kubelet, and never useful to a device) and
-// insignificant whitespace, in one pass over the bytes without decoding into Go values: a decode/re-encode
+// Package compact shrinks Kubernetes JSON for devices whose whole answer, headers included, must fit a
+// small receive buffer (the reference firmware keeps 2,047 bytes). It removes what is bookkeeping for
+// other clients and never useful to a device, at any depth (list items and watch events too):
+//
+//   - metadata.managedFields, the server-side apply record (about 40% of a Node written by a kubelet);
+//   - the metadata.annotations entry kubectl.kubernetes.io/last-applied-configuration, kubectl's copy of
+//     what it last applied: a ConfigMap written by `kubectl apply` carries its whole data twice, once
+//     in the object and once in that annotation;
+//   - insignificant whitespace.
+//
+// It does so in one pass over the bytes without decoding into Go values: a decode/re-encode
 // through map[string]any costs about 20 times as much CPU (BenchmarkAppend vs BenchmarkDecodeReencode:
 // 10 vs 190 µs for a 2.7 KB Node), most of what forwarding the whole request costs.
 //
@@ -24,18 +32,32 @@ var ErrInvalid = errors.New("invalid JSON")
 // ErrTooDeep reports nesting deeper than MaxDepth.
 var ErrTooDeep = errors.New("JSON nested too deeply")
 
+// LastAppliedAnnotation is the annotation `kubectl apply` keeps its copy of the applied object in.
+const LastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
 var (
 	keyMetadata      = []byte(`"metadata"`)
 	keyManagedFields = []byte(`"managedFields"`)
+	keyAnnotations   = []byte(`"annotations"`)
+	keyLastApplied   = []byte(`"` + LastAppliedAnnotation + `"`)
 )
 
-// Append appends src to dst with every metadata.managedFields member removed (at any depth, so items of
-// lists and objects embedded in watch events are compacted too) and whitespace dropped. On error dst is
-// returned with its original length: the caller keeps src.
+// place is where in an object the scanner is: what a member of the object at hand may be dropped for.
+type place uint8
+
+const (
+	plain       place = iota
+	metadata          // the object under a "metadata" key: managedFields goes
+	annotations       // the object under metadata's "annotations": the last-applied entry goes
+)
+
+// Append appends src to dst with every metadata.managedFields member and every last-applied annotation
+// removed (at any depth, so items of lists and objects embedded in watch events are compacted too) and
+// whitespace dropped. On error dst is returned with its original length: the caller keeps src.
 func Append(dst, src []byte) ([]byte, error) {
 	s := scanner{src: src, dst: dst}
 	s.skipSpace()
-	if err := s.value(false, 0); err != nil {
+	if err := s.value(plain, 0); err != nil {
 		return dst[:len(dst):len(dst)], fmt.Errorf("compacting at byte %d: %w", s.pos, err)
 	}
 	s.skipSpace()
@@ -62,15 +84,14 @@ func (s *scanner) skipSpace() {
 	}
 }
 
-// value copies one JSON value. inMetadata says the value is the object under a "metadata" key, whose
-// managedFields member is dropped.
-func (s *scanner) value(inMetadata bool, depth int) error {
+// value copies one JSON value; at says where it is, when it is an object (see place).
+func (s *scanner) value(at place, depth int) error {
 	if s.pos >= len(s.src) {
 		return ErrInvalid
 	}
 	switch c := s.src[s.pos]; {
 	case c == '{':
-		return s.object(inMetadata, depth+1)
+		return s.object(at, depth+1)
 	case c == '[':
 		return s.array(depth + 1)
 	case c == '"':
@@ -99,7 +120,7 @@ func (s *scanner) value(inMetadata bool, depth int) error {
 	}
 }
 
-func (s *scanner) object(inMetadata bool, depth int) error {
+func (s *scanner) object(at place, depth int) error {
 	if depth > MaxDepth {
 		return ErrTooDeep
 	}
@@ -127,10 +148,10 @@ func (s *scanner) object(inMetadata bool, depth int) error {
 		}
 		s.pos++
 		s.skipSpace()
-		if inMetadata && string(key) == string(keyManagedFields) {
+		if at == metadata && string(key) == string(keyManagedFields) || at == annotations && string(key) == string(keyLastApplied) {
 			// Validate and drop: scan into a throwaway position of dst.
 			mark := len(s.dst)
-			if err := s.value(false, depth); err != nil {
+			if err := s.value(plain, depth); err != nil {
 				return err
 			}
 			s.dst = s.dst[:mark]
@@ -140,7 +161,14 @@ func (s *scanner) object(inMetadata bool, depth int) error {
 			}
 			s.dst = append(s.dst, key...)
 			s.dst = append(s.dst, ':')
-			if err := s.value(string(key) == string(keyMetadata), depth); err != nil {
+			child := plain
+			switch {
+			case string(key) == string(keyMetadata):
+				child = metadata
+			case at == metadata && string(key) == string(keyAnnotations):
+				child = annotations
+			}
+			if err := s.value(child, depth); err != nil {
 				return err
 			}
 			written++
@@ -176,7 +204,7 @@ func (s *scanner) array(depth int) error {
 		return nil
 	}
 	for {
-		if err := s.value(false, depth); err != nil {
+		if err := s.value(plain, depth); err != nil {
 			return err
 		}
 		s.skipSpace()

@@ -24,6 +24,9 @@ func TestAppend(t *testing.T) {
 		{"managedFields first member", `{"metadata":{"managedFields":[],"name":"p"}}`, `{"metadata":{"name":"p"}}`, nil},
 		{"managedFields only member", `{"metadata":{"managedFields":[{"a":{"b":"}"}}]}}`, `{"metadata":{}}`, nil},
 		{"managedFields outside metadata kept", `{"spec":{"managedFields":1}}`, `{"spec":{"managedFields":1}}`, nil},
+		{"last-applied annotation dropped", `{"kind":"ConfigMap","metadata":{"name":"c","annotations":{"a":"1","kubectl.kubernetes.io/last-applied-configuration":"{\"data\":{}}\n","b":"2"}},"data":{}}`, `{"kind":"ConfigMap","metadata":{"name":"c","annotations":{"a":"1","b":"2"}},"data":{}}`, nil},
+		{"last-applied annotation the only one", `{"metadata":{"annotations":{"kubectl.kubernetes.io/last-applied-configuration":"x"}}}`, `{"metadata":{"annotations":{}}}`, nil},
+		{"last-applied key outside metadata.annotations kept", `{"data":{"kubectl.kubernetes.io/last-applied-configuration":"x"},"annotations":{"kubectl.kubernetes.io/last-applied-configuration":"y"}}`, `{"data":{"kubectl.kubernetes.io/last-applied-configuration":"x"},"annotations":{"kubectl.kubernetes.io/last-applied-configuration":"y"}}`, nil},
 		{"list items compacted", `{"items":[{"metadata":{"name":"a","managedFields":[1]}},{"metadata":{"managedFields":[2],"name":"b"}}]}`, `{"items":[{"metadata":{"name":"a"}},{"metadata":{"name":"b"}}]}`, nil},
 		{"whitespace dropped", "{ \"a\" : [ 1 , 2 ] ,\n\"b\":\t\"x y\" }", `{"a":[1,2],"b":"x y"}`, nil},
 		{"escapes kept", `{"s":"a\"b\\c\u00e9\n"}`, `{"s":"a\"b\\c\u00e9\n"}`, nil},
@@ -118,6 +121,9 @@ func strip(v any, inMetadata bool) {
 	case map[string]any:
 		if inMetadata {
 			delete(x, "managedFields")
+			if ann, ok := x["annotations"].(map[string]any); ok {
+				delete(ann, LastAppliedAnnotation)
+			}
 		}
 		for k, child := range x {
 			strip(child, k == "metadata")
@@ -141,7 +147,7 @@ func decode(t *testing.T, b []byte) any {
 }
 
 func FuzzAppend(f *testing.F) {
-	for _, s := range []string{`{"metadata":{"managedFields":[{}],"name":"x"}}`, `[1,"a",null]`, `{"a":`, `"\u12"`, `-0.0e+1`} {
+	for _, s := range []string{`{"metadata":{"managedFields":[{}],"name":"x"}}`, `{"metadata":{"annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{}","x":"y"}}}`, `[1,"a",null]`, `{"a":`, `"\u12"`, `-0.0e+1`} {
 		f.Add([]byte(s))
 	}
 	if golden, _ := filepath.Glob("testdata/*.input.json"); len(golden) > 0 {
