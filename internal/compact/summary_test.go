@@ -57,7 +57,9 @@ func TestAppendSummaryGolden(t *testing.T) {
 	}
 	var n struct {
 		Metadata struct{ Name, UID, ResourceVersion string }
-		Status   struct{ Conditions []struct{ Type, Status string } }
+		Status   struct {
+			Conditions []struct{ Type, Status string }
+		}
 	}
 	if err := json.Unmarshal(got, &n); err != nil || n.Metadata.Name == "" || n.Metadata.UID == "" || n.Metadata.ResourceVersion == "" || len(n.Status.Conditions) == 0 {
 		t.Errorf("got %s (%v), want the name, uid, resourceVersion and conditions", got, err)
