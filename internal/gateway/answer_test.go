@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/picogate/picogate/internal/registry"
 )
 
@@ -53,5 +55,25 @@ func TestAnswer(t *testing.T) {
 	}
 	if g := newTestGateway(t, Config{Registry: registryOf(d)}); g.answer(http.NotFoundHandler()) == nil {
 		t.Error("no answers: got no handler")
+	}
+}
+
+func TestCollectorsAreServed(t *testing.T) {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "picogate_test_answers_total", Help: "test"})
+	g := newTestGateway(t, Config{Registry: registryOf(), Collectors: []prometheus.Collector{c}})
+	families, err := g.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, f := range families {
+		found = found || f.GetName() == "picogate_test_answers_total"
+	}
+	if !found {
+		t.Error("a configured collector is not among the gateway's metrics")
+	}
+	dup := prometheus.NewCounter(prometheus.CounterOpts{Name: "picogate_requests_total", Help: "clash"})
+	if _, err := New(Config{Upstream: g.cfg.Upstream, Transport: http.DefaultTransport, Registry: registryOf(), Collectors: []prometheus.Collector{dup}}); err == nil {
+		t.Error("a collector clashing with the gateway's own metrics: got no error, want one")
 	}
 }

@@ -49,6 +49,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/picogate/picogate/internal/dashboard"
 	"github.com/picogate/picogate/internal/policy"
 )
@@ -131,6 +133,8 @@ type Config struct {
 	Checks []Check
 	// Answers may answer device requests themselves instead of forwarding them (see Answer).
 	Answers []Answer
+	// Collectors are served with the gateway's metrics on the admin port (the answers' own metrics).
+	Collectors []prometheus.Collector
 	// Now is the clock signed requests are checked against. Default time.Now.
 	Now func() time.Time
 	// AccessLog writes one log line per request. picogate serve turns it on.
@@ -272,6 +276,11 @@ func New(cfg Config) (*Gateway, error) {
 		sources:      newSources(cfg.MaxSources, cfg.SourceMaxInFlight, cfg.DeviceRate, cfg.DeviceBurst),
 		sharedUser:   []string{SharedUser},
 		sharedGroups: []string{SharedGroup},
+	}
+	for _, c := range cfg.Collectors {
+		if err := g.metrics.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("invalid gateway configuration: metrics: %w", err)
+		}
 	}
 	g.registrySecrets = "/api/v1/namespaces/" + cfg.RegistryNamespace + "/secrets"
 	g.states.g = g

@@ -34,6 +34,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/picogate/picogate/internal/asdevice"
 	"github.com/picogate/picogate/internal/registry"
 )
@@ -60,6 +62,8 @@ const (
 	Renewed = "renewed"
 	// Coalesced: nothing was sent upstream; the last renewal is recent enough.
 	Coalesced = "coalesced"
+	// failed is the metric label of a heartbeat the API server refused or did not answer.
+	failed = "failed"
 )
 
 // HeaderOutcome is the response header naming what a translated heartbeat did.
@@ -101,6 +105,9 @@ type Translator struct {
 	// stale is how long after the last successful upstream heartbeat the controller may have missed
 	// one: GracePeriod − RenewInterval.
 	stale time.Duration
+
+	outcomes                                *prometheus.CounterVec
+	written, renewed, coalesced, failedBeat prometheus.Counter
 }
 
 // New validates cfg, reporting every problem at once, and builds a Translator.
@@ -142,8 +149,16 @@ func New(cfg Config) (*Translator, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("invalid heartbeat translation configuration: %w", err)
 	}
-	return &Translator{cfg: cfg, log: cfg.Logger.With("component", "heartbeat"), seed: maphash.MakeSeed(), stale: cfg.GracePeriod - cfg.RenewInterval}, nil
+	t := &Translator{cfg: cfg, log: cfg.Logger.With("component", "heartbeat"), seed: maphash.MakeSeed(), stale: cfg.GracePeriod - cfg.RenewInterval}
+	t.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_heartbeats_total",
+		Help: "Translated status-PATCH heartbeats by outcome: written (the Node status), renewed (only the Lease), coalesced (nothing sent upstream), failed."}, []string{"outcome"})
+	t.written, t.renewed = t.outcomes.WithLabelValues(Written), t.outcomes.WithLabelValues(Renewed)
+	t.coalesced, t.failedBeat = t.outcomes.WithLabelValues(Coalesced), t.outcomes.WithLabelValues(failed)
+	return t, nil
 }
+
+// Collectors are the translator's metrics, for the gateway's registry.
+func (t *Translator) Collectors() []prometheus.Collector { return []prometheus.Collector{t.outcomes} }
 
 // RenewInterval is the effective Lease renewal interval (for the start-up log line).
 func (t *Translator) RenewInterval() time.Duration { return t.cfg.RenewInterval }
@@ -277,6 +292,7 @@ func (t *Translator) serve(ctx context.Context, w http.ResponseWriter, r *http.R
 			ContentType: "application/strategic-merge-patch+json", Body: p.stamped(now, st), UserAgent: ua})
 		if !t.accepted(w, d, "writing node status", res, err) {
 			st.known = false
+			t.failedBeat.Inc()
 			return
 		}
 		st.known = st.learn(res.Body)
@@ -294,6 +310,7 @@ func (t *Translator) serve(ctx context.Context, w http.ResponseWriter, r *http.R
 			t.log.Debug("renewing lease failed after a status write", "device", d.Name, "code", res.Code, "err", err)
 		} else if !t.accepted(w, d, "renewing lease", res, err) {
 			st.known = false
+			t.failedBeat.Inc()
 			return
 		} else {
 			st.lastRenew, st.lastBeat, st.leaseUID = now, now, st.uid
@@ -304,6 +321,14 @@ func (t *Translator) serve(ctx context.Context, w http.ResponseWriter, r *http.R
 				t.cfg.OnWritten(d, leasePath(d.Name), res.Body)
 			}
 		}
+	}
+	switch outcome {
+	case Written:
+		t.written.Inc()
+	case Renewed:
+		t.renewed.Inc()
+	default:
+		t.coalesced.Inc()
 	}
 	writeNode(w, d.Name, st, outcome)
 }

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/picogate/picogate/internal/asdevice"
 	"github.com/picogate/picogate/internal/registry"
 )
@@ -405,4 +408,33 @@ func TestNewReportsEveryProblem(t *testing.T) {
 	if err != nil || tr.RenewInterval() != DefaultGracePeriod/4 {
 		t.Errorf("defaults: got %v, %v, want renewals every %v", tr, err, DefaultGracePeriod/4)
 	}
+}
+
+func TestOutcomesAreCounted(t *testing.T) {
+	api, clk := newFakeAPI(), &clock{t: start}
+	tr := newTranslator(t, api, clk)
+	d := dev("pico-1")
+	beat(t, tr, d, heartbeatBody("True", "False", start))
+	beat(t, tr, d, heartbeatBody("True", "False", start))
+	clk.add(10 * time.Second)
+	beat(t, tr, d, heartbeatBody("True", "False", start))
+	api.fail = errors.New("connection refused")
+	clk.add(10 * time.Second)
+	beat(t, tr, d, heartbeatBody("True", "False", start))
+	for outcome, want := range map[string]float64{Written: 1, Coalesced: 1, Renewed: 1, failed: 1} {
+		if got := counterValue(tr.outcomes.WithLabelValues(outcome)); got != want {
+			t.Errorf("picogate_heartbeats_total{outcome=%q}: got %v, want %v", outcome, got, want)
+		}
+	}
+	if len(tr.Collectors()) == 0 {
+		t.Error("no collectors")
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
 }

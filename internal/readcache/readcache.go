@@ -32,6 +32,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/picogate/picogate/internal/asdevice"
 	"github.com/picogate/picogate/internal/compact"
 	"github.com/picogate/picogate/internal/registry"
@@ -76,6 +78,9 @@ type Cache struct {
 	entries map[string]*entry // API path → object
 	bytes   atomic.Int64
 	devices sync.Map // device name → *grants
+
+	results                   *prometheus.CounterVec
+	hits, misses, refused, na prometheus.Counter
 }
 
 // entry is one object as last read from the API server.
@@ -126,7 +131,23 @@ func New(cfg Config) (*Cache, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("invalid read cache configuration: %w", err)
 	}
-	return &Cache{cfg: cfg, log: cfg.Logger.With("component", "readcache"), entries: map[string]*entry{}}, nil
+	c := &Cache{cfg: cfg, log: cfg.Logger.With("component", "readcache"), entries: map[string]*entry{}}
+	c.results = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_read_cache_requests_total",
+		Help: "Cacheable device reads by result: hit (from memory), miss (read from the API server as the device), refused (the API server said no), unavailable."}, []string{"result"})
+	c.hits, c.misses = c.results.WithLabelValues("hit"), c.results.WithLabelValues("miss")
+	c.refused, c.na = c.results.WithLabelValues("refused"), c.results.WithLabelValues("unavailable")
+	return c, nil
+}
+
+// Collectors are the cache's metrics, for the gateway's registry: reads by result, and the objects and
+// bytes held.
+func (c *Cache) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{c.results,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "picogate_read_cache_objects", Help: "Objects the read cache holds."},
+			func() float64 { n, _ := c.Len(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "picogate_read_cache_bytes", Help: "Bytes of the objects the read cache holds."},
+			func() float64 { return float64(c.bytes.Load()) }),
+	}
 }
 
 // Cacheable reports whether a GET of path by the device named self is one the cache serves: a
@@ -156,6 +177,7 @@ func (c *Cache) ServeGet(w http.ResponseWriter, r *http.Request, d *registry.Dev
 	e := c.entry(path)
 	g := c.grantsOf(d.Name)
 	if body, etag, ok := e.fresh(now.Add(-c.cfg.MaxStaleness)); ok && g.allowed(e, now.Add(-c.cfg.AuthzWindow)) {
+		c.hits.Inc()
 		answer(w, r, body, etag, "hit")
 		return true
 	}
@@ -163,16 +185,20 @@ func (c *Cache) ServeGet(w http.ResponseWriter, r *http.Request, d *registry.Dev
 		asdevice.Request{Method: http.MethodGet, Path: path, UserAgent: r.Header.Get("User-Agent")})
 	switch {
 	case err != nil:
+		c.na.Inc()
 		c.log.Warn("cached read failed", "device", d.Name, "path", path, "err", err)
 		status.WriteRetry(w, http.StatusServiceUnavailable, "the Kubernetes API server is unavailable", 5*time.Second)
 	case res.Code == http.StatusUnauthorized:
+		c.na.Inc()
 		c.log.Error("the API server refused the gateway's own credential", "device", d.Name)
 		status.WriteRetry(w, http.StatusServiceUnavailable, "the gateway's credential was refused by the Kubernetes API server", 5*time.Second)
 	case res.Code == http.StatusOK:
 		body, etag := c.store(e, res.Body, now)
 		g.grant(e, now)
+		c.misses.Inc()
 		answer(w, r, body, etag, "miss")
 	default:
+		c.refused.Inc()
 		if res.Code < 500 && res.Code != http.StatusTooManyRequests {
 			g.revoke(e) // the API server said no (or no such object) to this device
 		}

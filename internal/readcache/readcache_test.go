@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/picogate/picogate/internal/asdevice"
 	"github.com/picogate/picogate/internal/registry"
 )
@@ -342,4 +345,30 @@ func TestNewReportsEveryProblem(t *testing.T) {
 			t.Errorf("got %v, want an error naming %q", err, want)
 		}
 	}
+}
+
+func TestResultsAreCounted(t *testing.T) {
+	api, clk := newFakeAPI(), &clock{t: time.Unix(1e9, 0)}
+	api.put(cmPath, cmBody, "pico-1")
+	c := newCache(t, api, clk)
+	get(t, c, dev("pico-1"), cmPath)
+	get(t, c, dev("pico-1"), cmPath)
+	get(t, c, dev("pico-2"), cmPath)
+	for result, want := range map[string]float64{"hit": 1, "miss": 1, "refused": 1, "unavailable": 0} {
+		if got := counterValue(c.results.WithLabelValues(result)); got != want {
+			t.Errorf("picogate_read_cache_requests_total{result=%q}: got %v, want %v", result, got, want)
+		}
+	}
+	var m dto.Metric
+	if err := c.Collectors()[1].(prometheus.Metric).Write(&m); err != nil || m.GetGauge().GetValue() != 1 {
+		t.Errorf("objects gauge: got %v (%v), want 1", m.GetGauge().GetValue(), err)
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/picogate/picogate/internal/asdevice"
 	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/heartbeat"
@@ -28,12 +30,13 @@ type Fleet struct {
 	Reads readcache.Config
 }
 
-// fleetParts are the built features: the gateway's answers, what follows a device's change, and the
-// read cache's sweeper.
+// fleetParts are the built features: the gateway's answers and their metrics, what follows a device's
+// change, and the read cache's sweeper.
 type fleetParts struct {
-	answers []gateway.Answer
-	changed []func(name string, registered bool)
-	run     []func(context.Context) error
+	answers    []gateway.Answer
+	collectors []prometheus.Collector
+	changed    []func(name string, registered bool)
+	run        []func(context.Context) error
 }
 
 // buildFleet builds the features cfg turns on, both making their requests as the device over the
@@ -55,6 +58,7 @@ func buildFleet(cfg Fleet, up *upstream.Upstream, log *slog.Logger) (*fleetParts
 			return nil, fmt.Errorf("--read-cache: %w", err)
 		}
 		f.changed = append(f.changed, cache.Forget)
+		f.collectors = append(f.collectors, cache.Collectors()...)
 		f.run = append(f.run, cache.Run)
 	}
 	if cfg.HeartbeatTranslation {
@@ -69,6 +73,7 @@ func buildFleet(cfg Fleet, up *upstream.Upstream, log *slog.Logger) (*fleetParts
 		}
 		f.answers = append(f.answers, tr.ServeStatusPatch)
 		f.changed = append(f.changed, func(name string, _ bool) { tr.Forget(name) })
+		f.collectors = append(f.collectors, tr.Collectors()...)
 		log.Info("heartbeat translation: Lease renewals for status-PATCH heartbeats", "renew_interval", tr.RenewInterval(),
 			"grace_period", hc.GracePeriod, "report_interval", hc.ReportInterval)
 	}

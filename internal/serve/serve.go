@@ -148,7 +148,7 @@ func build(cfg Config) (*parts, error) {
 		}
 		fleet, err := buildFleet(cfg.Fleet, up, log)
 		if !fail(err) && p.reg != nil {
-			gc.Answers = fleet.answers
+			gc.Answers, gc.Collectors = fleet.answers, fleet.collectors
 			p.background = append(p.background, fleet.run...)
 			for _, f := range fleet.changed {
 				p.reg.Subscribe(f)
