@@ -25,7 +25,7 @@ import (
 // in --shared-identity mode, the drop-in replacement for the nginx proxy of the original design.
 func TestFirmwareSequenceSharedIdentity(t *testing.T) {
 	gw := startGateway(t, "--shared-identity")
-	firmwareSequence(t, gw.Addr, "", "fw-shared-1", "")
+	firmwareBoot(t, gw.Addr, "", "fw-shared-1", "") // the firmware's requests: nothing else is allowed without a credential
 	n, err := admin(cluster(t)).CoreV1().Nodes().Get(context.Background(), "fw-shared-1", metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("node not registered: %v", err)

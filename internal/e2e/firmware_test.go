@@ -172,7 +172,8 @@ func firmwareBoot(t *testing.T, addr, localIP, name, extra string) {
 }
 
 // rawRequest sends an arbitrary request on a new connection with the given User-Agent (the marker the
-// audit log is searched for) and extra header lines, and reads the whole response.
+// audit log is searched for) and extra header lines, and reads the whole response. A body is sent as
+// application/json unless the headers give a Content-Type.
 func rawRequest(t testing.TB, addr, localIP, method, path, ua string, headers []string, body string) firmwareResponse {
 	t.Helper()
 	d := net.Dialer{Timeout: 5 * time.Second}
@@ -186,11 +187,15 @@ func rawRequest(t testing.TB, addr, localIP, method, path, ua string, headers []
 	defer conn.Close()
 	var req bytes.Buffer
 	fmt.Fprintf(&req, "%s %s HTTP/1.1\r\nHost: picogate\r\nUser-Agent: %s\r\nConnection: close\r\n", method, path, ua)
+	ctype := "Content-Type: application/json\r\n"
 	for _, h := range headers {
 		req.WriteString(h + "\r\n")
+		if k, _, _ := strings.Cut(h, ":"); strings.EqualFold(k, "Content-Type") {
+			ctype = ""
+		}
 	}
 	if body != "" {
-		fmt.Fprintf(&req, "Content-Type: application/json\r\nContent-Length: %d\r\n", len(body))
+		fmt.Fprintf(&req, "%sContent-Length: %d\r\n", ctype, len(body))
 	}
 	req.WriteString("\r\n" + body)
 	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))

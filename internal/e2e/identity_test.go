@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/picogate/picogate/internal/gatewaytest"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // TestFirmwareSequenceTokenMode: the firmware with its one added header, forwarded as its own node.
@@ -186,12 +188,29 @@ func TestHostileRequests(t *testing.T) {
 		t.Fatalf("setup: POST node 2: %d %s", r.code, r.body)
 	}
 	node2 := `{"apiVersion":"v1","kind":"Node","metadata":{"name":"hostile-2"}}`
+	event := func(field, kind, name string) string {
+		return fmt.Sprintf(`{"apiVersion":"v1","kind":"Event","metadata":{"generateName":"hostile-1.","namespace":"default"},"%s":{"kind":"%s","name":"%s","uid":"%s"},"reason":"Hostile","message":"probe","type":"Normal","source":{"component":"kubelet","host":"hostile-1"},"count":1,"firstTimestamp":"2026-12-01T09:00:00Z","lastTimestamp":"2026-12-01T09:00:00Z"}`, field, kind, name, name)
+	}
+	eventV1 := `{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"generateName":"hostile-1.","namespace":"default"},"regarding":{"kind":"Node","name":"hostile-2"},"reason":"Hostile","action":"Probe","note":"x","type":"Normal","eventTime":"2026-12-01T09:00:00.000000Z","reportingController":"kubelet","reportingInstance":"hostile-1"}`
 	crb := `{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"pwn"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"cluster-admin"},"subjects":[{"kind":"Group","name":"picogate:devices","apiGroup":"rbac.authorization.k8s.io"}]}`
 	table := []hostile{
 		{name: "own node (control)", method: "GET", path: "/api/v1/nodes/hostile-1", headers: []string{auth}, wantCode: 200, reaches: true},
 		{name: "another node", method: "GET", path: "/api/v1/nodes/hostile-2", headers: []string{auth}, wantCode: 403},
 		{name: "patch another node's status", method: "PATCH", path: "/api/v1/nodes/hostile-2/status", headers: []string{auth}, body: `{}`, wantCode: 403},
-		{name: "create another node", method: "POST", path: "/api/v1/nodes", headers: []string{auth}, body: node2, wantCode: 403, reaches: true},
+		{name: "create another node", method: "POST", path: "/api/v1/nodes", headers: []string{auth}, body: node2, wantCode: 403},
+		{name: "create a node by generateName", method: "POST", path: "/api/v1/nodes", headers: []string{auth}, body: `{"metadata":{"generateName":"hostile-"}}`, wantCode: 403},
+		{name: "create another node, name given twice", method: "POST", path: "/api/v1/nodes", headers: []string{auth}, body: `{"metadata":{"name":"hostile-1","name":"hostile-2"}}`, wantCode: 400},
+		{name: "create another node, escaped name given twice", method: "POST", path: "/api/v1/nodes", headers: []string{auth}, body: `{"metadata":{"name":"hostile-1","n\u0061me":"hostile-2"}}`, wantCode: 400},
+		{name: "create another node, two objects", method: "POST", path: "/api/v1/nodes", headers: []string{auth}, body: `{"metadata":{"name":"hostile-1"}}{"metadata":{"name":"hostile-2"}}`, wantCode: 400},
+		{name: "create another node as YAML", method: "POST", path: "/api/v1/nodes", headers: []string{auth, "Content-Type: application/yaml"}, body: "metadata:\n  name: hostile-2\n", wantCode: 415},
+		{name: "create another node as protobuf", method: "POST", path: "/api/v1/nodes", headers: []string{auth, "Content-Type: application/vnd.kubernetes.protobuf"}, body: "k8s\x00\n\x0c\n\x02v1\x12\x04Node", wantCode: 415},
+		{name: "event about another node", method: "POST", path: "/api/v1/namespaces/default/events", headers: []string{auth}, body: event("involvedObject", "Node", "hostile-2"), wantCode: 403},
+		{name: "event about another node, no kind", method: "POST", path: "/api/v1/namespaces/default/events", headers: []string{auth}, body: event("involvedObject", "", "hostile-2"), wantCode: 403},
+		{name: "event about another node, in kube-system", method: "POST", path: "/api/v1/namespaces/kube-system/events", headers: []string{auth}, body: event("involvedObject", "Node", "hostile-2"), wantCode: 403},
+		{name: "event related to another node", method: "POST", path: "/api/v1/namespaces/default/events", headers: []string{auth}, body: strings.Replace(event("involvedObject", "Node", "hostile-1"), `"reason"`, `"related":{"kind":"Node","name":"hostile-2"},"reason"`, 1), wantCode: 403},
+		{name: "event about another node, events.k8s.io", method: "POST", path: "/apis/events.k8s.io/v1/namespaces/default/events", headers: []string{auth}, body: eventV1, wantCode: 403},
+		{name: "event about another node, involvedObject given twice", method: "POST", path: "/api/v1/namespaces/default/events", headers: []string{auth}, body: strings.Replace(event("involvedObject", "Node", "hostile-1"), `"reason"`, `"involvedObject":{"kind":"Node","name":"hostile-2"},"reason"`, 1), wantCode: 400},
+		{name: "event about own node (control)", method: "POST", path: "/api/v1/namespaces/default/events", headers: []string{auth}, body: event("involvedObject", "Node", "hostile-1"), wantCode: 201, reaches: true},
 		{name: "delete own node", method: "DELETE", path: "/api/v1/nodes/hostile-1", headers: []string{auth}, wantCode: 403},
 		{name: "delete all nodes", method: "DELETE", path: "/api/v1/nodes", headers: []string{auth}, wantCode: 403},
 		{name: "list nodes", method: "GET", path: "/api/v1/nodes", headers: []string{auth}, wantCode: 403},
@@ -271,4 +290,111 @@ func trim(s string) string {
 		return s[:160] + "…"
 	}
 	return s
+}
+
+// TestDeviceNodeCarriesMarker: a Node a device creates through the gateway is labelled as a device's,
+// whatever label the device sent.
+func TestDeviceNodeCarriesMarker(t *testing.T) {
+	gw := startGateway(t)
+	cred := addDevice(t, "marked-1")
+	waitAuthenticated(t, gw, cred.Token)
+	body := strings.Replace(firmwareNode(t, "marked-1", "127.0.0.1"), `"labels":{`, `"labels":{"`+registry.NodeMarkerLabel+`":"false",`, 1)
+	if !strings.Contains(body, registry.NodeMarkerLabel) {
+		t.Fatalf("test body has no labels to add the marker to: %s", body)
+	}
+	r := firmwareDo(t, gw.Addr, "", "POST", "/api/v1/nodes", "application/json", body, cred.Header)
+	if r.code != 201 {
+		t.Fatalf("POST node: got %d %s, want 201", r.code, r.body)
+	}
+	checkFirmwareFits(t, "POST node", r)
+	n, err := admin(cluster(t)).CoreV1().Nodes().Get(context.Background(), "marked-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !registry.IsDeviceNode(n.Labels) || n.Labels["kubernetes.io/arch"] != "arm" {
+		t.Errorf("got labels %v, want the firmware's and %s=true", n.Labels, registry.NodeMarkerLabel)
+	}
+}
+
+// TestDeviceNamedLikeARealNode: a device whose name a real node has taken (a kubelet joined under it
+// before the board ever booted: `device add` refuses the name of an existing real node, but not one that
+// comes later) is refused every request at the gateway. Before, it acted as that node: read it, patched
+// its status, listed its pods.
+func TestDeviceNamedLikeARealNode(t *testing.T) {
+	gw := startGateway(t)
+	ctx := context.Background()
+	cred := addDevice(t, "worker-real-1")
+	if _, err := admin(cluster(t)).CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-real-1",
+		Labels: map[string]string{"kubernetes.io/hostname": "worker-real-1"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	auth := "Authorization: Bearer " + cred.Token
+	var r firmwareResponse
+	if !gatewaytest.WaitFor(ctx, 5*time.Second, func() bool {
+		r = rawRequest(t, gw.Addr, "", "GET", "/version", "real-name-wait", []string{auth}, "")
+		return r.code == 403
+	}) {
+		t.Fatalf("GET /version: got %d %s, want 403 within 5s", r.code, r.body)
+	}
+	if r.code != 403 || !strings.Contains(r.body, "node worker-real-1 is not a picogate device node") {
+		t.Fatalf("GET /version: got %d %s, want 403 naming the node", r.code, r.body)
+	}
+	for i, req := range []struct{ method, path, body string }{
+		{"GET", "/api/v1/nodes/worker-real-1", ""},
+		{"PATCH", "/api/v1/nodes/worker-real-1/status", `{"status":{"conditions":[{"type":"Ready","status":"False"}]}}`},
+		{"GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Dworker-real-1", ""},
+		{"POST", "/api/v1/nodes", `{"metadata":{"name":"worker-real-1"}}`},
+	} {
+		ua := fmt.Sprintf("real-name-%02d", i)
+		if r := rawRequest(t, gw.Addr, "", req.method, req.path, ua, []string{auth}, req.body); r.code != 403 {
+			t.Errorf("%s %s: got %d %s, want 403", req.method, req.path, r.code, trim(r.body))
+		}
+	}
+	audited := auditedUserAgents(t)
+	for ua, n := range audited {
+		if strings.HasPrefix(ua, "real-name-") && n > 0 {
+			t.Errorf("%s reached the API server %d times, want never", ua, n)
+		}
+	}
+}
+
+// TestRealNodeJoiningLaterIsSafe: a real node that joins after a device was registered under its name
+// (the device's own Node gone, the real one created without the marker) is safe from the device as soon
+// as the gateway's view of the Nodes has it.
+func TestRealNodeJoiningLaterIsSafe(t *testing.T) {
+	gw := startGateway(t)
+	ctx := context.Background()
+	cs := admin(cluster(t))
+	cred := addDevice(t, "late-join-1")
+	waitAuthenticated(t, gw, cred.Token)
+	firmwareSequence(t, gw.Addr, "", "late-join-1", cred.Header)
+	if err := cs.CoreV1().Nodes().Delete(ctx, "late-join-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "late-join-1"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	joined := time.Now()
+	var r firmwareResponse
+	if !gatewaytest.WaitFor(ctx, 5*time.Second, func() bool {
+		r = firmwareDo(t, gw.Addr, "", "GET", "/version", "", "", cred.Header)
+		return r.code == 403
+	}) {
+		t.Fatalf("device still answered %d 5s after a real node took its name", r.code)
+	}
+	t.Logf("the device was refused %v after the real node joined", time.Since(joined).Round(time.Millisecond))
+	if !strings.Contains(r.body, "is not a picogate device node") {
+		t.Errorf("got %s, want the reason", r.body)
+	}
+	hb := firmwareDo(t, gw.Addr, "", "PATCH", "/api/v1/nodes/late-join-1/status", "application/strategic-merge-patch+json", firmwareHeartbeat("127.0.0.1"), cred.Header)
+	if hb.code != 403 {
+		t.Errorf("heartbeat for the real node: got %d %s, want 403", hb.code, hb.body)
+	}
+	n, err := cs.CoreV1().Nodes().Get(ctx, "late-join-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(n.Status.Conditions) != 0 {
+		t.Errorf("the real node's status was written: %v", n.Status.Conditions)
+	}
 }

@@ -33,7 +33,10 @@ rules:
 		if err := controlplanetest.CreateDefaultServiceAccount(ctx, cs); err != nil {
 			return err
 		}
-		return controlplanetest.SeedFleet(ctx, cs)
+		if err := controlplanetest.SeedFleet(ctx, cs); err != nil {
+			return err
+		}
+		return grantSharedIdentity(ctx, c)
 	},
 }
 
