@@ -3,6 +3,7 @@ package heartbeat
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -12,9 +13,9 @@ import (
 	"github.com/picogate/picogate/internal/status"
 )
 
-// retryAfterUnavailable is what the gateway asks a device to wait after a 503, as for forwarded
-// requests.
-const retryAfterUnavailable = 5 * time.Second
+// RetryAfter is how long a device is asked to wait after a 503: 3 to 7 whole seconds, at random, so a
+// fleet refused at one moment (an API server outage) does not come back at one moment.
+func RetryAfter() time.Duration { return 3*time.Second + time.Duration(rand.IntN(5))*time.Second }
 
 // writeNode answers a translated heartbeat: 200 with a small Node — name, uid, resourceVersion and
 // the conditions' type and status as last known upstream — never the whole Node, which after an outage
@@ -75,5 +76,5 @@ func relay(w http.ResponseWriter, res asdevice.Response) {
 }
 
 func writeUnavailable(w http.ResponseWriter, msg string) {
-	status.WriteRetry(w, http.StatusServiceUnavailable, msg, retryAfterUnavailable)
+	status.WriteRetry(w, http.StatusServiceUnavailable, msg, RetryAfter())
 }

@@ -438,3 +438,17 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+func TestRetryAfterIsSpread(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := RetryAfter()
+		if d < 3*time.Second || d > 7*time.Second || d%time.Second != 0 {
+			t.Fatalf("got %v, want whole seconds from 3s to 7s", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 4 {
+		t.Errorf("got %d distinct values in 200, want them spread over 3s to 7s", len(seen))
+	}
+}

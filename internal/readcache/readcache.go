@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"mime"
 	"net/http"
 	"strconv"
@@ -187,11 +188,11 @@ func (c *Cache) ServeGet(w http.ResponseWriter, r *http.Request, d *registry.Dev
 	case err != nil:
 		c.na.Inc()
 		c.log.Warn("cached read failed", "device", d.Name, "path", path, "err", err)
-		status.WriteRetry(w, http.StatusServiceUnavailable, "the Kubernetes API server is unavailable", 5*time.Second)
+		status.WriteRetry(w, http.StatusServiceUnavailable, "the Kubernetes API server is unavailable", retryAfter())
 	case res.Code == http.StatusUnauthorized:
 		c.na.Inc()
 		c.log.Error("the API server refused the gateway's own credential", "device", d.Name)
-		status.WriteRetry(w, http.StatusServiceUnavailable, "the gateway's credential was refused by the Kubernetes API server", 5*time.Second)
+		status.WriteRetry(w, http.StatusServiceUnavailable, "the gateway's credential was refused by the Kubernetes API server", retryAfter())
 	case res.Code == http.StatusOK:
 		body, etag := c.store(e, res.Body, now)
 		g.grant(e, now)
@@ -454,3 +455,7 @@ func relay(w http.ResponseWriter, res asdevice.Response) {
 	w.WriteHeader(res.Code)
 	_, _ = w.Write(body)
 }
+
+// retryAfter is how long a device is asked to wait after a 503: 3 to 7 whole seconds, at random, so a
+// fleet refused at one moment does not come back at one moment (as heartbeat.RetryAfter).
+func retryAfter() time.Duration { return 3*time.Second + time.Duration(rand.IntN(5))*time.Second }
