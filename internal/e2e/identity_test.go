@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -279,6 +280,7 @@ func TestHostileRequests(t *testing.T) {
 	}
 	sort.Strings(reached)
 	t.Logf("%d hostile requests, %d reached the API server (all refused there unless a control): %s", len(table), len(reached), strings.Join(reached, "; "))
+	checkSecurityDoc(t, table)
 	// Nothing changed: no binding, hostile-2 untouched.
 	if _, err := admin(cluster(t)).RbacV1().ClusterRoleBindings().Get(context.Background(), "pwn", metav1.GetOptions{}); err == nil {
 		t.Error("a device created a ClusterRoleBinding")
@@ -396,5 +398,24 @@ func TestRealNodeJoiningLaterIsSafe(t *testing.T) {
 	}
 	if len(n.Status.Conditions) != 0 {
 		t.Errorf("the real node's status was written: %v", n.Status.Conditions)
+	}
+}
+
+// checkSecurityDoc keeps docs/security.md's tables the tests' own: every row must be there with its
+// answer and whether it may reach the API server.
+func checkSecurityDoc(t *testing.T, table []hostile) {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range table {
+		reached := "| no |"
+		if h.reaches {
+			reached = "| yes"
+		}
+		if row := fmt.Sprintf("| %s | %d %s", h.name, h.wantCode, reached); !strings.Contains(string(doc), row) {
+			t.Errorf("docs/security.md: no row %q", row)
+		}
 	}
 }

@@ -234,6 +234,7 @@ func TestSharedIdentityIsNotTheAdmin(t *testing.T) {
 	}
 	sort.Strings(reached)
 	t.Logf("%d requests without a credential, %d reached the API server: %s", len(table), len(reached), strings.Join(reached, "; "))
+	checkSecurityDoc(t, table)
 
 	// Nothing changed that should not have: the boards' and the real node's specs, and no binding.
 	for _, name := range []string{"shared-dev-1", "shared-real-1", "shared-anon-1"} {
