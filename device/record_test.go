@@ -112,10 +112,8 @@ func TestRecordAPI(t *testing.T) {
 	lines := make(chan []string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		lines <- r.watch(ctx, "/api/v1/pods?fieldSelector="+url.QueryEscape("spec.nodeName=pico-1")+"&watch=1&allowWatchBookmarks=true&timeoutSeconds=4&resourceVersion="+listRV)
-	}()
-	time.Sleep(500 * time.Millisecond)
+	resp := r.startWatch(ctx, r.node, "/api/v1/pods?fieldSelector="+url.QueryEscape("spec.nodeName=pico-1")+"&watch=1&allowWatchBookmarks=true&timeoutSeconds=4&resourceVersion="+listRV)
+	go func() { lines <- readLines(resp) }()
 	code, pod := r.do("admin-pod-create-2", r.admin, "POST", "/api/v1/namespaces/default/pods", ctypeJSON, []byte(testPodJSON("sensor-1", SensorImage)))
 	want(t, "admin pod create", code, 201)
 	podUID := mustJSON(t, pod).get("metadata", "uid").strOr("")
@@ -150,8 +148,17 @@ func TestRecordAPI(t *testing.T) {
 		code, _ = r2.do("admin-node-label", r2.admin, "PATCH", "/api/v1/nodes/pico-1", ctypeMerge, []byte(fmt.Sprintf(`{"metadata":{"labels":{"n":"%d"}}}`, i)))
 		want(t, "admin label change", code, 200)
 	}
-	time.Sleep(3 * time.Second)
-	gone := r2.watch(ctx, "/api/v1/pods?fieldSelector="+url.QueryEscape("spec.nodeName=pico-1")+"&watch=1&timeoutSeconds=2&resourceVersion="+oldRV)
+	// etcd compacts every second here; until oldRV is compacted away the watch times out without events.
+	var gone []string
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		gone = readLines(r2.startWatch(ctx, r2.node, "/api/v1/pods?fieldSelector="+url.QueryEscape("spec.nodeName=pico-1")+"&watch=1&timeoutSeconds=1&resourceVersion="+oldRV))
+		if strings.Contains(strings.Join(gone, "\n"), `"code":410`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watch from compacted resourceVersion %s: got %q for 20s, want a 410 error event", oldRV, gone)
+		}
+	}
 	r.write(filepath.Join(dir, "watch-gone.jsonl"), []byte(strings.Join(gone, "\n")+"\n"))
 
 	// The reference firmware's ConfigMap: refused by the Node authorizer,
@@ -282,18 +289,27 @@ func (r *recorder) do(name string, c *http.Client, method, path, ctype string, b
 	return resp.StatusCode, b
 }
 
-// watch collects the lines of a watch until the server ends it.
-func (r *recorder) watch(ctx context.Context, path string) []string {
+// startWatch opens a watch and returns once the API server has answered it (200 and headers): from then
+// on the watch is registered. readLines collects its events.
+func (r *recorder) startWatch(ctx context.Context, c *http.Client, path string) *http.Response {
+	r.t.Helper()
 	req, err := http.NewRequestWithContext(ctx, "GET", r.base+path, nil)
 	if err != nil {
-		r.t.Error(err)
-		return nil
+		r.t.Fatal(err)
 	}
-	resp, err := r.node.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
-		r.t.Error(err)
-		return nil
+		r.t.Fatal(err)
 	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		r.t.Fatalf("watch %s: got %s, want 200", path, resp.Status)
+	}
+	return resp
+}
+
+// readLines reads a watch response to its end, one event per line, and closes it.
+func readLines(resp *http.Response) []string {
 	defer resp.Body.Close()
 	var lines []string
 	sc := bufio.NewScanner(resp.Body)

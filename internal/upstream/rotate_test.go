@@ -220,12 +220,26 @@ func testCertRotation(t *testing.T, http2 bool) {
 	}
 
 	replace(t, keyFile, keyB) // half-way: the new key with the old certificate
-	time.Sleep(1500 * time.Millisecond)
+	// A request finding a check due starts one beside it; wait until a check has read the half-done pair.
+	rot, ok := up.REST.Transport.(*rotatingTransport)
+	if !ok {
+		t.Fatalf("REST transport: got %T, want the rotating transport", up.REST.Transport)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for rot.lastErr.Load() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("half-way through the rotation: the mismatched files were not checked within 5s")
+		}
+		if _, err := get(t, up.Transport, srv.URL+"/"); err != nil {
+			t.Fatalf("half-way through the rotation: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if got, err := get(t, up.Transport, srv.URL+"/"); err != nil || got != "identity-a" {
 		t.Fatalf("half-way through the rotation: got %q, %v; want identity-a still", got, err)
 	}
 	replace(t, certFile, certB)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for {
 		got, err := get(t, up.Transport, srv.URL+"/")
 		if err != nil {
