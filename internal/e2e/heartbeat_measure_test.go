@@ -78,6 +78,7 @@ func TestMeasureHeartbeatLoad(t *testing.T) {
 		for _, k := range []string{"all", "status writes", "lease writes", "configmap gets", "node creates"} {
 			parts = append(parts, fmt.Sprintf("%s %.2f", k, float64(counts[k])/devMin))
 		}
+		t.Logf("%s: raw counts %v", mode.prefix, counts)
 		t.Logf("%s (%s): %d boards, %d ready at the end, errors %v, gateway %s; per device-minute over the last %v: %s", mode.prefix, strings.Join(mode.args, " "),
 			rep.Devices, rep.DevicesReady, rep.Errors, rss(gw.PID()), end.Sub(from).Round(time.Second), strings.Join(parts, ", "))
 		gw.Stop()
@@ -110,6 +111,9 @@ func countWindow(t *testing.T, audit, prefix string, from, to time.Time) map[str
 			out["status writes"]++
 		case leaseWrites(e.hbAuditEvent):
 			out["lease writes"]++
+			if e.ResponseStatus != nil {
+				out[fmt.Sprintf("lease %s %d", e.Verb, e.ResponseStatus.Code)]++
+			}
 		case e.Verb == "get" && e.ObjectRef.Resource == "configmaps":
 			out["configmap gets"]++
 		case e.Verb == "create" && e.ObjectRef.Resource == "nodes":
