@@ -22,7 +22,8 @@ var droppedResponseHeaders = []string{"X-Kubernetes-Pf-Flowschema-Uid", "X-Kuber
 // than one event.
 func (g *Gateway) compaction(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cw := &compactWriter{ResponseWriter: w, g: g, rec: recordFrom(r), watch: grantFrom(r).watch, head: r.Method == http.MethodHead}
+		cw := &compactWriter{ResponseWriter: w, g: g, rec: recordFrom(r), watch: grantFrom(r).watch, head: r.Method == http.MethodHead,
+			req: r, ring: g.ringClient(r)}
 		defer func() {
 			if v := recover(); v != nil {
 				cw.abort(v, r)
@@ -88,6 +89,8 @@ type compactWriter struct {
 	rec   *record
 	watch bool
 	head  bool
+	req   *http.Request
+	ring  bool // the client keeps at most RingBytes of an answer (fitRing)
 
 	mode   compactMode
 	code   int
@@ -192,6 +195,11 @@ func (c *compactWriter) finish() {
 	}
 	h := c.Header()
 	h.Del("Transfer-Encoding")
+	if c.ring {
+		scratch := c.g.respBufs.Get().(*[]byte)
+		defer c.g.putRespBuf(scratch)
+		body = c.fitRing(body, scratch)
+	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	c.ResponseWriter.WriteHeader(c.code)
 	_, _ = c.ResponseWriter.Write(body)

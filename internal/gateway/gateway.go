@@ -81,6 +81,14 @@ type Config struct {
 	Compact bool
 	// MaxCompactBytes caps the response buffered for compaction. Default 256 KiB.
 	MaxCompactBytes int
+	// RingBytes is what a ring-limited client keeps of an answer, status line and headers included.
+	// Default 2047 (DefaultRingBytes), the reference firmware's receive ring. Every device answer over it
+	// is counted (picogate_responses_over_ring_total).
+	RingBytes int
+	// RingUserAgents are the User-Agent prefixes of ring-limited clients, whose compacted answers are
+	// made to fit RingBytes (see fitRing). picogate serve's default is the reference firmware's,
+	// "k3s-pico-node/"; none here.
+	RingUserAgents []string
 	// MaxBodyBytes caps request bodies (413 beyond). Default 64 KiB.
 	MaxBodyBytes int64
 	// UnverifiedBodyBudget caps the bytes held at once for bodies whose sender is not yet known: signed
@@ -188,6 +196,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.AllowCIDRs = DefaultAllowCIDRs()
 	}
 	setDefault(&cfg.MaxCompactBytes, 256<<10)
+	setDefault(&cfg.RingBytes, DefaultRingBytes)
 	setDefault(&cfg.MaxBodyBytes, 64<<10)
 	setDefault(&cfg.UnverifiedBodyBudget, 4<<20)
 	setDefault(&cfg.BodyTimeout, 10*time.Second)
@@ -239,6 +248,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.MaxCompactBytes < 4096 {
 		errs = append(errs, fmt.Errorf("compact max bytes %d is below 4096", cfg.MaxCompactBytes))
+	}
+	if cfg.RingBytes < 512 {
+		errs = append(errs, fmt.Errorf("ring bytes %d is below 512: no answer would fit", cfg.RingBytes))
 	}
 	if cfg.MaxWatchTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("max watch timeout %v is below 1s", cfg.MaxWatchTimeout))

@@ -17,7 +17,8 @@ type metrics struct {
 	authFailures   *prometheus.CounterVec // reason
 	overloaded     prometheus.Counter
 	responseBytes  prometheus.Counter
-	overBuffer     prometheus.Counter
+	overRing       *prometheus.CounterVec // client: ring-limited (Config.RingUserAgents) or other
+	ringFit        *prometheus.CounterVec // action
 	compactSaved   prometheus.Counter
 	compactSkipped *prometheus.CounterVec // reason
 	deviceRequests *prometheus.CounterVec // device, code
@@ -36,19 +37,26 @@ func newMetrics() *metrics {
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_auth_failures_total", Help: "Refused credentials by reason (never by credential)."}, []string{"reason"})
 	m.overloaded = prometheus.NewCounter(prometheus.CounterOpts{Name: "picogate_overloaded_total", Help: "Requests refused with 503 because the in-flight or watch cap was reached."})
 	m.responseBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "picogate_response_bytes_total", Help: "Body bytes sent to devices."})
-	m.overBuffer = prometheus.NewCounter(prometheus.CounterOpts{Name: "picogate_responses_over_4k_total", Help: "Non-watch responses whose body is over 4096 bytes, more than the reference firmware can receive."})
+	m.overRing = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_responses_over_ring_total", Help: "Non-watch responses larger, status line and headers included, than --ring-bytes (default 2047, the reference firmware's receive ring), by client: ring-limited (--ring-user-agents) or other."}, []string{"client"})
+	m.ringFit = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_ring_fit_total", Help: "Answers to ring-limited clients changed to fit --ring-bytes, by action: summarized (a write's answer), shortened (an error's message), refused (406: the object itself is too big)."}, []string{"action"})
 	m.compactSaved = prometheus.NewCounter(prometheus.CounterOpts{Name: "picogate_compaction_saved_bytes_total", Help: "Bytes removed from responses by compaction."})
 	m.compactSkipped = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_compaction_skipped_total", Help: "JSON responses passed through uncompacted, by reason."}, []string{"reason"})
 	m.deviceRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_device_requests_total", Help: "Requests per registered device by HTTP status code."}, []string{"device", "code"})
 	m.deviceLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_device_rate_limited_total", Help: "Requests refused with 429 per registered device."}, []string{"device"})
 	m.deviceLastSeen = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "picogate_device_last_seen_timestamp_seconds", Help: "When a registered device last made a request (Unix time)."}, []string{"device"})
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.watchesOpen, m.upstreamErrors, m.authFailures, m.overloaded,
-		m.responseBytes, m.overBuffer, m.compactSaved, m.compactSkipped, m.deviceRequests, m.deviceLimited, m.deviceLastSeen,
+		m.responseBytes, m.overRing, m.ringFit, m.compactSaved, m.compactSkipped, m.deviceRequests, m.deviceLimited, m.deviceLastSeen,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
 	for _, r := range authReasons {
 		m.authFailures.WithLabelValues(r)
+	}
+	for _, c := range []string{"ring-limited", "other"} {
+		m.overRing.WithLabelValues(c)
+	}
+	for _, a := range []string{"summarized", "shortened", "refused"} {
+		m.ringFit.WithLabelValues(a)
 	}
 	return m
 }

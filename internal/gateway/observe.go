@@ -56,7 +56,7 @@ func (rec *record) noteRefusal(rule, reason string) {
 func (g *Gateway) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &record{start: time.Now()}
-		rw := &recordingWriter{ResponseWriter: w, rec: rec, timeout: g.cfg.WriteTimeout, rc: http.NewResponseController(w)}
+		rw := &recordingWriter{ResponseWriter: w, rec: rec, timeout: g.cfg.WriteTimeout, rc: http.NewResponseController(w), req: r}
 		_ = rw.rc.SetWriteDeadline(rec.start.Add(g.cfg.WriteTimeout))
 		g.metrics.inFlight.Inc()
 		defer func() {
@@ -85,8 +85,12 @@ func (g *Gateway) logRequest(r *http.Request, rw *recordingWriter) {
 	g.metrics.requests.WithLabelValues(codeStr, rule).Inc()
 	if !rec.watch {
 		g.metrics.duration.WithLabelValues(rule).Observe(elapsed.Seconds())
-		if rw.bytes > 4096 {
-			g.metrics.overBuffer.Inc()
+		if rw.head+rw.bytes > int64(g.cfg.RingBytes) {
+			client := "other"
+			if g.ringClient(r) {
+				client = "ring-limited"
+			}
+			g.metrics.overRing.WithLabelValues(client).Inc()
 		}
 	}
 	g.metrics.responseBytes.Add(float64(rw.bytes))
@@ -148,20 +152,34 @@ type recordingWriter struct {
 	rec     *record
 	timeout time.Duration
 	rc      *http.ResponseController
+	req     *http.Request
 	code    int
-	bytes   int64
+	head    int64 // the status line and headers (noteHead)
+	bytes   int64 // the body
 }
 
 func (w *recordingWriter) WriteHeader(code int) {
 	if w.code == 0 {
 		w.code = code
+		w.noteHead()
 	}
 	w.ResponseWriter.WriteHeader(code)
+}
+
+// noteHead records the size of the status line and headers as they will go out (wireHeadBytes),
+// counting a chunked answer's Transfer-Encoding line.
+func (w *recordingWriter) noteHead() {
+	h := w.Header()
+	w.head = int64(wireHeadBytes(w.req, w.code, h))
+	if h.Get("Content-Length") == "" {
+		w.head += int64(len("Transfer-Encoding: chunked\r\n"))
+	}
 }
 
 func (w *recordingWriter) Write(p []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
+		w.noteHead()
 	}
 	if w.rec.watch {
 		_ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout))
