@@ -283,3 +283,59 @@ func joinPrefixes(ps []netip.Prefix) string {
 	}
 	return strings.Join(s, ",")
 }
+
+// ParseSettings reads the flags: device is "auto" (or empty), "none", or the block as CIDRs in the
+// cluster CIDR's order, comma-separated; cluster is kube-controller-manager's --cluster-cidr, empty to
+// read it from the k3s servers; mask its --node-cidr-mask-size, 0 to find it out.
+func ParseSettings(device, cluster string, mask int) (Settings, error) {
+	var s Settings
+	var errs []error
+	switch device {
+	case "", "auto":
+	case "none":
+		s.Off = true
+	default:
+		b, err := parseList(device)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--device-pod-cidr: %w", err))
+		}
+		s.Block = b
+	}
+	if cluster != "" {
+		c, err := parseList(cluster)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--cluster-cidr: %w", err))
+		}
+		s.ClusterCIDRs = c
+	}
+	if mask < 0 || mask > 128 {
+		errs = append(errs, fmt.Errorf("--node-cidr-mask-size %d: want a prefix length", mask))
+	}
+	s.NodeMaskV4, s.NodeMaskV6 = mask, mask
+	if mask > 32 {
+		s.NodeMaskV4 = 0
+	}
+	if s.Off && (len(s.ClusterCIDRs) > 0 || mask != 0) {
+		errs = append(errs, errors.New("--device-pod-cidr=none: --cluster-cidr and --node-cidr-mask-size have nothing to do"))
+	}
+	return s, errors.Join(errs...)
+}
+
+// parseList reads one CIDR, or one per IP family, comma-separated, each a network address.
+func parseList(v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(v, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		if p != p.Masked() {
+			return nil, fmt.Errorf("%s is not a network address (%s is)", p, p.Masked())
+		}
+		out = append(out, p)
+	}
+	if len(out) > 2 || (len(out) == 2 && out[0].Addr().Is4() == out[1].Addr().Is4()) {
+		return nil, fmt.Errorf("%q: want one CIDR, or one per IP family", v)
+	}
+	return out, nil
+}

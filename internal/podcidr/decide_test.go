@@ -1,6 +1,7 @@
 package podcidr
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -166,4 +167,33 @@ func FuzzParseK3sArgs(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestParseSettings(t *testing.T) {
+	tests := []struct {
+		device, cluster string
+		mask            int
+		want            string // Settings printed, or the error's part
+	}{
+		{"auto", "", 0, "{Off:false Block:[] ClusterCIDRs:[] NodeMaskV4:0 NodeMaskV6:0}"},
+		{"", "10.42.0.0/16,fd00:42::/56", 0, "{Off:false Block:[] ClusterCIDRs:[10.42.0.0/16 fd00:42::/56] NodeMaskV4:0 NodeMaskV6:0}"},
+		{"none", "", 0, "{Off:true Block:[] ClusterCIDRs:[] NodeMaskV4:0 NodeMaskV6:0}"},
+		{"10.42.255.0/24", "", 24, "{Off:false Block:[10.42.255.0/24] ClusterCIDRs:[] NodeMaskV4:24 NodeMaskV6:24}"},
+		{"auto", "", 64, "{Off:false Block:[] ClusterCIDRs:[] NodeMaskV4:0 NodeMaskV6:64}"},
+		{"10.42.255.1/24", "", 0, "not a network address (10.42.255.0/24 is)"},
+		{"auto", "10.42.0.0/16,10.43.0.0/16", 0, "want one CIDR, or one per IP family"},
+		{"none", "10.42.0.0/16", 0, "have nothing to do"},
+		{"auto", "", 129, "want a prefix length"},
+		{"sometimes", "", 0, "--device-pod-cidr"},
+	}
+	for _, tt := range tests {
+		s, err := ParseSettings(tt.device, tt.cluster, tt.mask)
+		got := fmt.Sprintf("%+v", s)
+		if err != nil {
+			got = err.Error()
+		}
+		if !strings.Contains(got, tt.want) {
+			t.Errorf("ParseSettings(%q, %q, %d): got %s, want %s", tt.device, tt.cluster, tt.mask, got, tt.want)
+		}
+	}
 }
