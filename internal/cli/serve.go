@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/picogate/picogate/internal/devicetls"
 	"github.com/picogate/picogate/internal/serve"
 )
 
@@ -25,6 +27,9 @@ func newServe(g *globals) *cobra.Command {
 					return usageError{err}
 				}
 			}
+			if err := tlsFlagsNeedListen(cmd, cfg.TLS.Listen); err != nil {
+				return usageError{err}
+			}
 			cfg.Logger = log
 			cfg.Upstream.Kubeconfig, cfg.Upstream.Context, cfg.Namespace = g.kubeconfig, g.context, g.namespace
 			return serve.Run(cmd.Context(), cfg)
@@ -32,6 +37,13 @@ func newServe(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", ":6080", "device port (plain HTTP)")
+	f.StringVar(&cfg.TLS.Listen, "tls-listen", "", "TLS device port, e.g. :6084: the same device API over TLS 1.2/1.3 for boards that pin the CA (off by default; docs/tls.md)")
+	f.StringVar(&cfg.TLS.CertFile, "tls-cert", devicetls.DefaultCertFile, "the TLS port's certificate (PEM, ECDSA P-256, as picogate setup --tls writes it); re-read when it changes")
+	f.StringVar(&cfg.TLS.KeyFile, "tls-key", devicetls.DefaultKeyFile, "the TLS port's private key (PEM); re-read when it changes")
+	f.StringVar(&cfg.TLS.TicketKeyFile, "tls-ticket-key-file", "", "a secret of 32+ random bytes from which every replica derives the same session ticket keys, so boards resume on any replica (default: each replica its own keys; docs/tls.md has the trade-off)")
+	f.IntVar(&cfg.TLS.MaxHandshakes, "tls-max-handshakes", devicetls.DefaultMaxHandshakes, "TLS handshakes in progress at once; beyond it new connections wait to be accepted")
+	f.DurationVar(&cfg.TLS.HandshakeTimeout, "tls-handshake-timeout", devicetls.DefaultHandshakeTimeout, "time a client has to complete the TLS handshake")
+	f.IntVar(&cfg.TLS.MaxRecordBytes, "tls-record-bytes", devicetls.DefaultMaxRecordBytes, "most application data in one TLS record sent to a device: a board's MBEDTLS_SSL_IN_CONTENT_LEN must be at least this (512 to 16384)")
 	f.StringVar(&cfg.AdminListen, "admin-listen", "127.0.0.1:6081", "admin port: /healthz, /readyz, /metrics")
 	f.BoolVar(&cfg.Gateway.SharedIdentity, "shared-identity", false, "forward devices without a credential as the restricted identity picogate:shared, limited per source address (nginx-compatible)")
 	f.StringSliceVar(&allow, "allow-cidr", nil, "source networks allowed to connect, repeatable (default loopback, RFC 1918, IPv6 ULA and link-local)")
@@ -70,4 +82,17 @@ func newServe(g *globals) *cobra.Command {
 	f.BoolVar(&cfg.Upstream.HTTP2, "upstream-http2", true, "speak HTTP/2 to the API server (watches share a few connections); false uses a pool of HTTP/1.1 connections, one per request in flight")
 	f.DurationVar(&cfg.Upstream.CertReloadInterval, "cert-reload-interval", 10*time.Second, "how often client-certificate files from the kubeconfig are re-read")
 	return cmd
+}
+
+// tlsFlagsNeedListen refuses --tls-* settings without --tls-listen: they would silently do nothing.
+func tlsFlagsNeedListen(cmd *cobra.Command, listen string) error {
+	if listen != "" {
+		return nil
+	}
+	for _, name := range []string{"tls-cert", "tls-key", "tls-ticket-key-file", "tls-max-handshakes", "tls-handshake-timeout", "tls-record-bytes"} {
+		if cmd.Flags().Changed(name) {
+			return fmt.Errorf("--%s: the TLS port is off; set --tls-listen too", name)
+		}
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/picogate/picogate/internal/dashboard"
+	"github.com/picogate/picogate/internal/devicetls"
 	"github.com/picogate/picogate/internal/enroll"
 	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/health"
@@ -35,6 +36,9 @@ type Config struct {
 	Upstream upstream.Config
 	Gateway  gateway.Config // Upstream, Transport, Registry, Local routes and, from PolicyFile, Policy are filled in here
 	Server   gateway.ServerConfig
+	// TLS is the TLS device port, off unless TLS.Listen is set: the same handler and limits as the
+	// plain port, behind TLS a board's mbedtls can complete (docs/tls.md).
+	TLS devicetls.Config
 
 	PolicyFile string // replaces the default device policy
 	Profiling  bool   // net/http/pprof on the admin port
@@ -102,6 +106,7 @@ type parts struct {
 	dash    *dashboard.Dashboard // the fleet dashboard on the admin port
 	devLn   net.Listener
 	adminLn net.Listener
+	tlsLn   net.Listener // the TLS device port, nil when off
 	// background runs beside the listeners until they have stopped: the registry's informer, the
 	// readiness prober and what the optional features need.
 	background []func(context.Context) error
@@ -178,6 +183,11 @@ func build(cfg Config) (*parts, error) {
 		p.gw, err = gateway.New(gc)
 		if !fail(err) {
 			p.reg.Subscribe(p.gw.DeviceChanged)
+			port, ln, err := buildTLS(cfg.TLS, p.gw, log)
+			if !fail(err) && port != nil {
+				p.tlsLn = ln
+				p.background = append(p.background, port.Run)
+			}
 		}
 	}
 	if p.devLn, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -187,7 +197,7 @@ func build(cfg Config) (*parts, error) {
 		fail(fmt.Errorf("admin port: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		for _, ln := range []net.Listener{p.devLn, p.adminLn} {
+		for _, ln := range []net.Listener{p.devLn, p.adminLn, p.tlsLn} {
 			if ln != nil {
 				_ = ln.Close()
 			}
@@ -207,6 +217,9 @@ func (p *parts) serve(ctx context.Context, cfg Config) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.gw.Serve(gctx, p.devLn, cfg.Server) })
+	if p.tlsLn != nil {
+		g.Go(func() error { return p.gw.Serve(gctx, p.tlsLn, cfg.Server) })
+	}
 	g.Go(func() error { return p.dash.Run(gctx) }) // ends its live streams as shutdown begins
 	g.Go(func() error {
 		mux := p.gw.AdminMux(health.ServeHealth, p.prober.ServeReady, cfg.Profiling)
@@ -235,6 +248,9 @@ func logStart(log *slog.Logger, cfg Config, up *upstream.Upstream, devLn, adminL
 	log.Info("picogate serving devices", "listen", devLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"upstream", up.URL.String(), "kubeconfig", up.Source, "namespace", cfg.Namespace, "compact", cfg.Gateway.Compact,
 		"http2", cfg.Upstream.HTTP2, "gogc", gcSetting("/gc/gogc:percent"), "gomemlimit", gcSetting("/gc/gomemlimit:bytes"))
+	if cfg.TLS.Listen != "" {
+		log.Info("picogate serving devices over TLS", "listen", cfg.TLS.Listen, "cert", cfg.TLS.CertFile, "shared_ticket_keys", cfg.TLS.TicketKeyFile != "")
+	}
 	if cfg.Enrollment {
 		log.Info("--enrollment: devices may enroll with a token, rotate and deregister; the gateway writes device records", "require_hmac", cfg.Gateway.RequireHMAC)
 	}
