@@ -179,13 +179,13 @@ func (c *Cache) Lookup(ctx context.Context, name string) (Ownership, error) {
 // Len is the number of Nodes in the cache.
 func (c *Cache) Len() int { return len(c.informer.GetStore().ListKeys()) }
 
-// WatchError returns the last watch failure and when it happened, if the informer has not listed or
-// watched the Nodes successfully since.
-func (c *Cache) WatchError() (error, time.Time) {
+// WatchError returns when the last watch failure happened and the failure, if the informer has not
+// listed or watched the Nodes successfully since.
+func (c *Cache) WatchError() (time.Time, error) {
 	if w := c.watchErr.Load(); w != nil {
-		return w.err, w.at
+		return w.at, w.err
 	}
-	return nil, time.Time{}
+	return time.Time{}, nil
 }
 
 // reached forgets a watch failure once one of the informer's list or watch requests succeeds again.

@@ -30,7 +30,9 @@ func marker() map[string]string { return map[string]string{registry.NodeMarkerLa
 
 func fakeClient(objs ...k8sruntime.Object) *fake.FakeMetadataClient {
 	scheme := fake.NewTestScheme()
-	metav1.AddMetaToScheme(scheme)
+	if err := metav1.AddMetaToScheme(scheme); err != nil {
+		panic(err)
+	}
 	return fake.NewSimpleMetadataClient(scheme, objs...)
 }
 

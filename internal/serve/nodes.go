@@ -40,7 +40,7 @@ func nodesCheck(nodes *nodeowner.Cache) func(context.Context) error {
 		if !nodes.HasSynced() {
 			return errors.New("nodes not loaded yet")
 		}
-		if werr, at := nodes.WatchError(); werr != nil {
+		if at, werr := nodes.WatchError(); werr != nil {
 			return health.Degraded{Err: fmt.Errorf("serving the nodes loaded before %s: %w", at.Format(time.RFC3339), werr)}
 		}
 		return nil

@@ -197,7 +197,7 @@ func (s *Setup) Run(ctx context.Context) (*Result, error) {
 	if res.Username, err = verify(ctx, gateway, s.sa, s.rights()); err != nil {
 		return nil, err
 	}
-	kc, err := kubeconfig(admin.Host, admin.TLSClientConfig.ServerName, s.files, s.cfg.Namespace)
+	kc, err := kubeconfig(admin.Host, admin.ServerName, s.files, s.cfg.Namespace)
 	if err != nil {
 		return nil, err
 	}

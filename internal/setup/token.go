@@ -65,7 +65,7 @@ func gatewayConfig(admin *rest.Config, ca []byte, token string) *rest.Config {
 		Host:            admin.Host,
 		APIPath:         admin.APIPath,
 		BearerToken:     token,
-		TLSClientConfig: rest.TLSClientConfig{CAData: ca, ServerName: admin.TLSClientConfig.ServerName},
+		TLSClientConfig: rest.TLSClientConfig{CAData: ca, ServerName: admin.ServerName},
 		Timeout:         admin.Timeout,
 		UserAgent:       "picogate-setup",
 	}
