@@ -4,7 +4,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -76,4 +78,50 @@ func TestCollectorsAreServed(t *testing.T) {
 	if _, err := New(Config{Upstream: g.cfg.Upstream, Transport: http.DefaultTransport, Registry: registryOf(), Collectors: []prometheus.Collector{dup}}); err == nil {
 		t.Error("a collector clashing with the gateway's own metrics: got no error, want one")
 	}
+}
+
+// TestAdmitPriority: with Config.Priority, a quarter of MaxInFlight is kept for heartbeats of boards
+// already up; other requests are refused at three quarters (Retry-After spread over 3 to 7 s), and a
+// priority request waits up to AdmitWait for a slot.
+func TestAdmitPriority(t *testing.T) {
+	d := dev("pico-1", registry.AuthToken)
+	prio := func(r *http.Request, _ *registry.Device) bool { return r.URL.Path == "/hb" }
+	g := newTestGateway(t, Config{Registry: registryOf(d), MaxInFlight: 4, Priority: prio, AdmitWait: 300 * time.Millisecond})
+	release := make(chan struct{})
+	entered := make(chan struct{}, 8)
+	held := g.admit(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		entered <- struct{}{}
+		<-release
+	}))
+	id := Identity{kind: deviceIdentity, device: d}
+	send := func(h http.Handler, path string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, prepared(httptest.NewRequest("PATCH", path, nil), id, grant{rule: "test"}))
+		return w
+	}
+	var wg sync.WaitGroup
+	for range 3 { // three quarters taken by ordinary requests
+		wg.Go(func() { send(held, "/boot") })
+		<-entered
+	}
+	if w := send(held, "/boot"); w.Code != 503 {
+		t.Errorf("an ordinary request at three quarters: got %d, want 503", w.Code)
+	} else if ra := w.Header().Get("Retry-After"); ra < "3" || ra > "7" || len(ra) != 1 {
+		t.Errorf("Retry-After: got %q, want 3 to 7", ra)
+	}
+	wg.Go(func() { send(held, "/hb") }) // the reserved quarter
+	<-entered
+	start := time.Now()
+	if w := send(held, "/hb"); w.Code != 503 || time.Since(start) < 300*time.Millisecond {
+		t.Errorf("a heartbeat with every slot taken: got %d after %v, want 503 after waiting 300ms", w.Code, time.Since(start))
+	}
+	// A slot frees up while a heartbeat waits: it is admitted.
+	done := make(chan int)
+	go func() { done <- send(g.admit(&okHandler{}), "/hb").Code }()
+	time.AfterFunc(50*time.Millisecond, func() { release <- struct{}{} })
+	if code := <-done; code != 200 {
+		t.Errorf("a heartbeat while a slot frees up: got %d, want 200", code)
+	}
+	close(release)
+	wg.Wait()
 }

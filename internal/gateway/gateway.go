@@ -19,9 +19,10 @@
 //	inspect        checks of the content (Config.Checks)
 //	deadline       how long the rest may take
 //	dispatch       the local endpoint's handler, or on to the proxy
+//	compaction     MCU-sized answers, fitted to a ring-limited client
 //	answer         the gateway answers some device requests itself (Config.Answers:
 //	               heartbeat translation, cached reads), as the device upstream
-//	compaction     then the proxy (rewrite → upstream)
+//	proxy          rewrite → upstream
 //
 // Every refusal is a status.Error written by one function (Refuse), which also records the reason and
 // closes the connection when the body was not read. The limits come before the body: a request over
@@ -53,6 +54,7 @@ import (
 
 	"github.com/picogate/picogate/internal/dashboard"
 	"github.com/picogate/picogate/internal/policy"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // Config configures a Gateway. Zero values take the documented defaults.
@@ -141,6 +143,13 @@ type Config struct {
 	Checks []Check
 	// Answers may answer device requests themselves instead of forwarding them (see Answer).
 	Answers []Answer
+	// Priority, if set, names the requests that go first when the gateway is at MaxInFlight: heartbeats
+	// of boards that are already up (heartbeat.Translator.Heartbeating). A quarter of MaxInFlight is
+	// then kept for them, and such a request waits up to AdmitWait for a slot before it is refused.
+	Priority func(r *http.Request, d *registry.Device) bool
+	// AdmitWait bounds a priority request's wait for a slot. Default 500ms, so with UpstreamTimeout a
+	// device still has its answer within 5s.
+	AdmitWait time.Duration
 	// Collectors are served with the gateway's metrics on the admin port (the answers' own metrics).
 	Collectors []prometheus.Collector
 	// Now is the clock signed requests are checked against. Default time.Now.
@@ -201,6 +210,7 @@ func New(cfg Config) (*Gateway, error) {
 	setDefault(&cfg.UnverifiedBodyBudget, 4<<20)
 	setDefault(&cfg.BodyTimeout, 10*time.Second)
 	setDefault(&cfg.UpstreamTimeout, 4500*time.Millisecond)
+	setDefault(&cfg.AdmitWait, 500*time.Millisecond)
 	setDefault(&cfg.LocalTimeout, 15*time.Second)
 	setDefault(&cfg.WriteTimeout, 30*time.Second)
 	setDefault(&cfg.MaxInFlight, 512)
@@ -259,7 +269,8 @@ func New(cfg Config) (*Gateway, error) {
 		"max watches": float64(cfg.MaxWatches), "device rate": cfg.DeviceRate, "device burst": float64(cfg.DeviceBurst),
 		"body timeout": float64(cfg.BodyTimeout), "upstream timeout": float64(cfg.UpstreamTimeout), "write timeout": float64(cfg.WriteTimeout),
 		"unverified body budget": float64(cfg.UnverifiedBodyBudget), "local timeout": float64(cfg.LocalTimeout),
-		"max device watches": float64(cfg.MaxDeviceWatches), "source max in-flight": float64(cfg.SourceMaxInFlight), "max sources": float64(cfg.MaxSources)} {
+		"max device watches": float64(cfg.MaxDeviceWatches), "source max in-flight": float64(cfg.SourceMaxInFlight), "max sources": float64(cfg.MaxSources),
+		"admit wait": float64(cfg.AdmitWait)} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", name))
 		}
@@ -301,7 +312,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.locals = newLocalRoutes(g.timeRoute(), cfg.Local)
 	g.handler = chain(g.proxy, g.observe, g.sourceCheck, g.route, g.authenticate, g.authorize,
 		g.sourceLimit, g.deviceRate, g.admit, g.deviceWatches, g.readBody, g.verify, g.inspect, g.deadline,
-		g.dispatch, g.answer, g.compaction)
+		g.dispatch, g.compaction, g.answer)
 	return g, nil
 }
 

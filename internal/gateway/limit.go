@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -55,18 +57,33 @@ func (g *Gateway) deviceRate(next http.Handler) http.Handler {
 }
 
 // admit enforces the gateway's global caps: concurrent non-watch requests (MaxInFlight) or concurrent
-// watches (MaxWatches), 503 with Retry-After beyond.
+// watches (MaxWatches), 503 with Retry-After beyond. With Config.Priority, a quarter of MaxInFlight is
+// kept for the priority requests (heartbeats of boards already up), which also wait up to AdmitWait for
+// a slot: when the API server is the bottleneck, a storm of booting boards and retries is refused first
+// and never turns Ready boards NotReady. The Retry-After of a refusal is spread over 3 to 7 seconds, so
+// the refused do not come back together.
 func (g *Gateway) admit(next http.Handler) http.Handler {
+	var reserve int64
+	if g.cfg.Priority != nil {
+		reserve = int64(g.cfg.MaxInFlight / 4)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gr := grantFrom(r)
 		sem, limit, what := &g.inflight, int64(g.cfg.MaxInFlight), "requests"
-		if gr.watch {
+		var wait time.Duration
+		switch {
+		case gr.watch:
 			sem, limit, what = &g.watches, int64(g.cfg.MaxWatches), "watches"
+		case reserve > 0:
+			if d := identityFrom(r).Device(); d != nil && g.cfg.Priority(r, d) {
+				wait = g.cfg.AdmitWait
+			} else {
+				limit -= reserve
+			}
 		}
-		if n := sem.Add(1); n > limit {
-			sem.Add(-1)
+		if !acquire(r.Context(), sem, limit, wait) {
 			g.metrics.overloaded.Inc()
-			refuse(w, r, gr.rule, &status.Error{Code: http.StatusServiceUnavailable, Message: "gateway is at its limit of concurrent " + what, RetryAfter: retryAfterUnavailable})
+			refuse(w, r, gr.rule, &status.Error{Code: http.StatusServiceUnavailable, Message: "gateway is at its limit of concurrent " + what, RetryAfter: spreadRetryAfter()})
 			return
 		}
 		defer sem.Add(-1)
@@ -77,6 +94,38 @@ func (g *Gateway) admit(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// acquire takes one of limit slots counted by sem, waiting up to wait for one to free up (checked every
+// 5ms: a wait is short and rare, and the count stays one atomic add on the common path).
+func acquire(ctx context.Context, sem *atomic.Int64, limit int64, wait time.Duration) bool {
+	if sem.Add(1) <= limit {
+		return true
+	}
+	sem.Add(-1)
+	if wait <= 0 {
+		return false
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return false
+		case <-tick.C:
+			if sem.Add(1) <= limit {
+				return true
+			}
+			sem.Add(-1)
+		}
+	}
+}
+
+// spreadRetryAfter is 3 to 7 whole seconds, at random.
+func spreadRetryAfter() time.Duration { return 3*time.Second + time.Duration(rand.IntN(5))*time.Second }
 
 // deviceWatches keeps each device's set of open watches: at most MaxDeviceWatches at once (429 with
 // Retry-After beyond: a device that needs more has leaked some), and each one ended when the device's
