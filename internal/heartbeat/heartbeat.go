@@ -177,6 +177,7 @@ type devState struct {
 	leaseUID  string // the Node UID this replica last set as the Lease's owner
 
 	ownLease atomic.Int64 // unix nanoseconds of the device's own last Lease write
+	lastOK   atomic.Int64 // lastBeat, in unix nanoseconds, readable without the lock (Heartbeating)
 	dirty    atomic.Bool  // the device wrote its Node itself since: known is stale
 }
 
@@ -275,6 +276,31 @@ func (t *Translator) ServeStatusPatch(w http.ResponseWriter, r *http.Request, d 
 	return true
 }
 
+// Heartbeating reports whether r is a heartbeat of a board that is already up: its status write (or a
+// write of its own Lease, for a device that keeps it) when the API server accepted its heartbeats within
+// the grace period (for a Lease-keeping device, when it wrote its Lease within it). The gateway lets
+// these go before boots and retries when it is at its limit of requests in flight, so a storm of booting
+// boards never turns Ready boards NotReady.
+func (t *Translator) Heartbeating(r *http.Request, d *registry.Device) bool {
+	if d == nil || (r.Method != http.MethodPatch && r.Method != http.MethodPut) {
+		return false
+	}
+	lease := r.URL.Path == leasePath(d.Name)
+	if !lease && r.URL.Path != nodePath(d.Name)+"/status" {
+		return false
+	}
+	v, ok := t.states.Load(d.Name)
+	if !ok {
+		return false
+	}
+	st := v.(*devState)
+	at := st.lastOK.Load()
+	if lease {
+		at = st.ownLease.Load()
+	}
+	return at != 0 && t.cfg.Now().Sub(time.Unix(0, at)) < t.cfg.GracePeriod
+}
+
 func (t *Translator) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, d *registry.Device, st *devState, p *patch) {
 	now := t.cfg.Now()
 	as := asdevice.Identity{User: d.User, Groups: d.Groups}
@@ -297,6 +323,7 @@ func (t *Translator) serve(ctx context.Context, w http.ResponseWriter, r *http.R
 		}
 		st.known = st.learn(res.Body)
 		st.sum, st.lastBeat = p.sum, now
+		st.lastOK.Store(now.UnixNano())
 		st.writeDue = now.Add(t.cfg.ReportInterval - rand.N(t.cfg.ReportInterval/10+1))
 		outcome = Written
 		if t.cfg.OnWritten != nil {
@@ -314,6 +341,7 @@ func (t *Translator) serve(ctx context.Context, w http.ResponseWriter, r *http.R
 			return
 		} else {
 			st.lastRenew, st.lastBeat, st.leaseUID = now, now, st.uid
+			st.lastOK.Store(now.UnixNano())
 			if outcome == Coalesced {
 				outcome = Renewed
 			}

@@ -452,3 +452,38 @@ func TestRetryAfterIsSpread(t *testing.T) {
 		t.Errorf("got %d distinct values in 200, want them spread over 3s to 7s", len(seen))
 	}
 }
+
+func TestHeartbeating(t *testing.T) {
+	api, clk := newFakeAPI(), &clock{t: start}
+	tr := newTranslator(t, api, clk) // grace 40s
+	d, agent := dev("pico-1"), dev("agent-1")
+	req := func(method, path string) *http.Request { return httptest.NewRequest(method, path, nil) }
+	status, lease := req("PATCH", "/api/v1/nodes/pico-1/status"), req("PATCH", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/agent-1")
+	if tr.Heartbeating(status, d) {
+		t.Error("a board never heard from: got true, want false (a boot is not a heartbeat of a Ready board)")
+	}
+	beat(t, tr, d, heartbeatBody("True", "False", start))
+	tr.ServeStatusPatch(httptest.NewRecorder(), lease, agent, nil)
+	cases := []struct {
+		name string
+		r    *http.Request
+		d    *registry.Device
+		want bool
+	}{
+		{"the status PATCH of a board whose heartbeat was accepted", status, d, true},
+		{"the Lease write of a device that keeps its own", lease, agent, true},
+		{"a GET", req("GET", "/api/v1/nodes/pico-1/status"), d, false},
+		{"a boot", req("POST", "/api/v1/nodes"), d, false},
+		{"another node's status", req("PATCH", "/api/v1/nodes/pico-2/status"), d, false},
+		{"the shared identity", status, nil, false},
+	}
+	for _, c := range cases {
+		if got := tr.Heartbeating(c.r, c.d); got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+	clk.add(41 * time.Second)
+	if tr.Heartbeating(status, d) || tr.Heartbeating(lease, agent) {
+		t.Error("a grace period after the last accepted heartbeat: got true, want false")
+	}
+}

@@ -35,6 +35,7 @@ type Fleet struct {
 type fleetParts struct {
 	answers    []gateway.Answer
 	collectors []prometheus.Collector
+	priority   func(r *http.Request, d *registry.Device) bool // heartbeats of boards already up
 	changed    []func(name string, registered bool)
 	run        []func(context.Context) error
 }
@@ -74,6 +75,7 @@ func buildFleet(cfg Fleet, up *upstream.Upstream, log *slog.Logger) (*fleetParts
 		f.answers = append(f.answers, tr.ServeStatusPatch)
 		f.changed = append(f.changed, func(name string, _ bool) { tr.Forget(name) })
 		f.collectors = append(f.collectors, tr.Collectors()...)
+		f.priority = tr.Heartbeating
 		log.Info("heartbeat translation: Lease renewals for status-PATCH heartbeats", "renew_interval", tr.RenewInterval(),
 			"grace_period", hc.GracePeriod, "report_interval", hc.ReportInterval)
 	}
