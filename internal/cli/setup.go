@@ -12,6 +12,8 @@ import (
 
 func newSetup(g *globals) *cobra.Command {
 	cfg := setup.Config{}
+	var withTLS bool
+	var tlsCfg setup.TLSConfig
 	cmd := &cobra.Command{
 		Use:   "setup",
 		Short: "Give the gateway its own least-privilege credential: apply its RBAC and write a kubeconfig for it",
@@ -19,10 +21,20 @@ func newSetup(g *globals) *cobra.Command {
 			"requests a token for the gateway's ServiceAccount and writes a kubeconfig for it: FILE, FILE.token and\n" +
 			"FILE.ca.crt, each mode 0600, replaced atomically. `picogate serve --kubeconfig FILE` then runs without\n" +
 			"the admin credential. Run it again to renew the token: a running gateway picks the new token file up\n" +
-			"within a minute, without a restart (deploy/systemd/picogate-setup.timer does this monthly).",
-		Example: "  sudo picogate setup --kubeconfig /etc/rancher/k3s/k3s.yaml --output /etc/picogate/kubeconfig --owner picogate",
-		Args:    exactArgs(0, "no arguments"),
+			"within a minute, without a restart (deploy/systemd/picogate-setup.timer does this monthly).\n\n" +
+			"setup --tls instead issues the TLS device port's certificate (docs/tls.md): a CA the firmware pins,\n" +
+			"created once and kept, and a new leaf signed by it for the --tls-san names.",
+		Example: "  sudo picogate setup --kubeconfig /etc/rancher/k3s/k3s.yaml --output /etc/picogate/kubeconfig --owner picogate\n" +
+			"  sudo picogate setup --tls --tls-san picogate.lan --tls-san 192.168.1.10 --owner picogate",
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := setupTLSConflicts(cmd, withTLS); err != nil {
+				return usageError{err}
+			}
+			if withTLS {
+				tlsCfg.Owner = cfg.Owner
+				return runSetupTLS(g, tlsCfg)
+			}
 			rc, source, err := upstream.LoadREST(g.kubeconfig, g.context)
 			if err != nil {
 				return err
@@ -45,6 +57,7 @@ func newSetup(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.TokenTTL, "token-ttl", setup.DefaultTokenTTL, "token lifetime to request (at least 10m; the API server may grant less)")
 	f.StringVar(&cfg.Owner, "owner", "", "USER or USER:GROUP to own the written files, e.g. picogate for the systemd unit (needs root)")
 	f.BoolVar(&cfg.SharedIdentity, "shared-identity", false, "also apply deploy/rbac-shared.yaml, for serve --shared-identity: boards without a credential act as the restricted identity picogate:shared")
+	setupTLSFlags(cmd, &withTLS, &tlsCfg)
 	return cmd
 }
 
