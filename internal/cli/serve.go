@@ -7,12 +7,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/picogate/picogate/internal/devicetls"
+	"github.com/picogate/picogate/internal/gateway"
+	"github.com/picogate/picogate/internal/podcidr"
 	"github.com/picogate/picogate/internal/serve"
 )
 
 func newServe(g *globals) *cobra.Command {
 	var cfg serve.Config
 	var allow []string
+	var devicePodCIDR, clusterCIDR string
+	var nodeMask int
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve devices: plain HTTP on the LAN, forwarded to the Kubernetes API over TLS",
@@ -28,6 +32,9 @@ func newServe(g *globals) *cobra.Command {
 				}
 			}
 			if err := tlsFlagsNeedListen(cmd, cfg.TLS.Listen); err != nil {
+				return usageError{err}
+			}
+			if cfg.PodCIDR, err = podcidr.ParseSettings(devicePodCIDR, clusterCIDR, nodeMask); err != nil {
 				return usageError{err}
 			}
 			cfg.Logger = log
@@ -52,6 +59,8 @@ func newServe(g *globals) *cobra.Command {
 	f.StringVar(&cfg.PolicyFile, "policy", "", "device policy file replacing the default allowlist (see docs/policy.md)")
 	f.BoolVar(&cfg.Gateway.Compact, "compact", true, "MCU-sized responses: drop managedFields, send Content-Length, never chunked")
 	f.IntVar(&cfg.Gateway.MaxCompactBytes, "compact-max-bytes", 256<<10, "largest response buffered for compaction; larger ones pass through untouched")
+	f.IntVar(&cfg.Gateway.RingBytes, "ring-bytes", gateway.DefaultRingBytes, "what a ring-limited device keeps of an answer, headers included (the reference firmware's 2,048-byte receive ring); larger answers are counted in picogate_responses_over_ring_total")
+	f.StringSliceVar(&cfg.Gateway.RingUserAgents, "ring-user-agents", []string{gateway.DefaultRingUserAgent}, "User-Agent prefixes of ring-limited devices, whose answers are fitted into --ring-bytes: a write's answer summarized, a read too big refused with 406, never cut")
 	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 64<<10, "largest request body accepted (413 beyond)")
 	f.Int64Var(&cfg.Gateway.UnverifiedBodyBudget, "max-unverified-body-bytes", 4<<20, "request bodies held at once from senders not yet authenticated (signed requests before their signature is checked, shared identity, enrollment): 503 beyond; each counts at least 16 KiB")
 	f.IntVar(&cfg.GCPercent, "gc-percent", 400, "Go GC target percentage (GOGC); the GOGC environment variable wins")
@@ -79,6 +88,9 @@ func newServe(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Server.IdleTimeout, "idle-timeout", 60*time.Second, "idle keep-alive connections are closed after this")
 	f.IntVar(&cfg.Server.MaxHeaderBytes, "max-header-bytes", 16<<10, "largest request header block (431 beyond)")
 	f.DurationVar(&cfg.Server.ShutdownTimeout, "shutdown-timeout", 20*time.Second, "time in-flight requests get to finish on SIGTERM")
+	f.StringVar(&devicePodCIDR, "device-pod-cidr", "auto", "the pod CIDR every device Node names, so boards leave the cluster's to real nodes: auto (the last node block of the cluster CIDR, once shown to be inside it), none, or CIDRs (one per cluster IP family)")
+	f.StringVar(&clusterCIDR, "cluster-cidr", "", "kube-controller-manager's --cluster-cidr (default: read from the k3s servers' k3s.io/node-args; k3s's 10.42.0.0/16 when they set none)")
+	f.IntVar(&nodeMask, "node-cidr-mask-size", 0, "kube-controller-manager's --node-cidr-mask-size (default: from the k3s servers' arguments, else the real nodes' pod CIDRs, else 24 for IPv4, 64 for IPv6)")
 	f.BoolVar(&cfg.Upstream.HTTP2, "upstream-http2", true, "speak HTTP/2 to the API server (watches share a few connections); false uses a pool of HTTP/1.1 connections, one per request in flight")
 	f.DurationVar(&cfg.Upstream.CertReloadInterval, "cert-reload-interval", 10*time.Second, "how often client-certificate files from the kubeconfig are re-read")
 	return cmd

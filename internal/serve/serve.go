@@ -22,6 +22,7 @@ import (
 	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/health"
 	"github.com/picogate/picogate/internal/nodeowner"
+	"github.com/picogate/picogate/internal/podcidr"
 	"github.com/picogate/picogate/internal/policy"
 	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/upstream"
@@ -52,7 +53,11 @@ type Config struct {
 	// device records and enrollment tokens (deploy/rbac-enrollment.yaml). Off, it only reads Secrets.
 	Enrollment bool
 	// Fleet is heartbeat translation and cached reads (docs/heartbeat.md).
-	Fleet  Fleet
+	Fleet Fleet
+	// PodCIDR is the pod CIDR block device Nodes share, so boards leave the cluster's to real nodes
+	// (package podcidr; --device-pod-cidr, --cluster-cidr, --node-cidr-mask-size).
+	PodCIDR podcidr.Settings
+
 	Logger *slog.Logger
 }
 
@@ -158,6 +163,10 @@ func build(cfg Config) (*parts, error) {
 			for _, f := range fleet.changed {
 				p.reg.Subscribe(f)
 			}
+		}
+		podCIDRs, err := buildPodCIDRs(cfg.PodCIDR, up.Client, log)
+		if !fail(err) {
+			gc.Checks = append(gc.Checks, gateway.PodCIDRCheck(podCIDRs)) // after the ownership checks
 		}
 	}
 	if p.reg != nil {
