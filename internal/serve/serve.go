@@ -166,7 +166,7 @@ func build(cfg Config) (*parts, error) {
 		}
 		podCIDRs, err := buildPodCIDRs(cfg.PodCIDR, up.Client, log)
 		if !fail(err) {
-			gc.Checks = append(gc.Checks, gateway.PodCIDRCheck(podCIDRs)) // after the ownership checks
+			gc.Checks = append(gc.Checks, gateway.PodCIDRCheck(podCIDRs), gateway.NodePodCIDRGuard(podCIDRs)) // after the ownership checks
 		}
 	}
 	if p.reg != nil {
