@@ -110,6 +110,7 @@ func newTransport(c *Config, clk *clock, st *stats, learnAddr func(net.Addr), lo
 				}
 				return conn, err
 			},
+			TLSClientConfig:       c.TLS,
 			MaxIdleConnsPerHost:   2,
 			IdleConnTimeout:       90 * time.Second,
 			ResponseHeaderTimeout: c.RequestTimeout,

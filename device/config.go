@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,6 +87,10 @@ type Config struct {
 	// Dial opens connections for the default HTTP client; by default a
 	// net.Dialer. A simulator binds the source address here.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLS configures the default HTTP client for an https:// Gateway (the
+	// gateway's TLS port): PinnedTLS trusts only the fleet's CA and resumes
+	// sessions. Nil uses the system's roots.
+	TLS *tls.Config
 	// Logger receives the agent's log; by default nothing is logged.
 	Logger *slog.Logger
 	// Now is the clock; by default time.Now. A board without a real-time
@@ -158,6 +163,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.HTTPClient != nil && c.Dial != nil {
 		errs = append(errs, errors.New("dial: only used without HTTPClient"))
+	}
+	if err := checkTLS(c.Gateway, c.TLS, c.HTTPClient != nil); err != nil {
+		errs = append(errs, err)
 	}
 	if c.InternalIP != "" && net.ParseIP(c.InternalIP) == nil {
 		errs = append(errs, fmt.Errorf("internal ip %q: not an IP address", c.InternalIP))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -40,6 +41,9 @@ type ClientConfig struct {
 	HTTPClient *http.Client
 	// Dial opens connections for the default HTTP client; by default a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLS configures the default HTTP client for an https:// Gateway: PinnedTLS trusts only the fleet's
+	// CA. Nil uses the system's roots.
+	TLS *tls.Config
 	// Rand is where ephemeral keys come from; default crypto/rand. Each enrollment or rotation reads 32
 	// bytes.
 	Rand io.Reader
@@ -83,6 +87,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.HTTPClient != nil && cfg.Dial != nil {
 		errs = append(errs, errors.New("dial: only used without HTTPClient"))
 	}
+	if err := checkTLS(cfg.Gateway, cfg.TLS, cfg.HTTPClient != nil); err != nil {
+		errs = append(errs, err)
+	}
 	if cfg.RequestTimeout < 0 {
 		errs = append(errs, fmt.Errorf("request timeout %s: negative", cfg.RequestTimeout))
 	}
@@ -112,6 +119,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		}
 		cfg.HTTPClient = &http.Client{Transport: &http.Transport{
 			DialContext:           dial,
+			TLSClientConfig:       cfg.TLS,
 			MaxIdleConnsPerHost:   1,
 			IdleConnTimeout:       30 * time.Second,
 			ResponseHeaderTimeout: cfg.RequestTimeout,
