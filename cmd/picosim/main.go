@@ -25,7 +25,9 @@ func main() {
 func run() error {
 	var cfg sim.Config
 	flag.IntVar(&cfg.Devices, "devices", 0, "how many devices to run (default: every entry of --credentials)")
-	flag.StringVar(&cfg.Gateway, "gateway", "http://127.0.0.1:6080", "gateway base URL")
+	flag.StringVar(&cfg.Gateway, "gateway", "http://127.0.0.1:6080", "gateway base URL (https://HOST:PORT for its TLS port, with --ca)")
+	caFile := flag.String("ca", "", "with an https:// --gateway: the CA the boards pin (the ca.crt picogate setup --tls wrote)")
+	serverName := flag.String("tls-server-name", "", "with --ca: the name the gateway's certificate is checked for (default the --gateway host)")
 	creds := flag.String("credentials", "", "JSON from `picogate device add ... -o json` (array or object); devices with auth hmac sign every request")
 	flag.StringVar(&cfg.Mode, "mode", sim.ModeAgent, "agent (the device package) or firmware (the reference firmware's wire behaviour)")
 	flag.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
@@ -53,6 +55,17 @@ func run() error {
 		if cfg.Credentials, err = sim.ReadCredentials(*creds); err != nil {
 			return fmt.Errorf("--credentials: %w", err)
 		}
+	}
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return fmt.Errorf("--ca: %w", err)
+		}
+		if cfg.TLS, err = device.PinnedTLS(pem, *serverName); err != nil {
+			return fmt.Errorf("--ca %s: %w", *caFile, err)
+		}
+	} else if *serverName != "" {
+		return errors.New("--tls-server-name: give the CA to pin with --ca")
 	}
 	if *verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -30,6 +30,7 @@ func newAgent(cfg Config, c Credential) (*agentDevice, error) {
 		Token:   c.Token,
 		Apps:    cfg.Apps,
 		Dial:    dialer(src, 10*time.Second),
+		TLS:     deviceTLS(cfg.TLS, ""),
 		Logger:  cfg.Logger,
 	}
 	if src.IsValid() {

@@ -108,7 +108,7 @@ func newEnrolling(cfg Config, c Credential) *enrollingDevice {
 // ctx ends. Stopping while enrolling is not an error; a refused enrollment is.
 func (d *enrollingDevice) Run(ctx context.Context) error {
 	start := time.Now()
-	tr := &http.Transport{DialContext: dialer(netip.Addr{}, 10*time.Second), MaxIdleConnsPerHost: 1}
+	tr := &http.Transport{DialContext: dialer(netip.Addr{}, 10*time.Second), TLSClientConfig: deviceTLS(d.cfg.TLS, ""), MaxIdleConnsPerHost: 1}
 	defer tr.CloseIdleConnections()
 	client, err := device.NewClient(device.ClientConfig{Gateway: d.cfg.Gateway, HTTPClient: &http.Client{Transport: tr}, Logger: d.cfg.Logger.With("device", d.name)})
 	if err != nil {

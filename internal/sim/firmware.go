@@ -63,7 +63,7 @@ func newFirmware(cfg Config, c Credential) (*firmwareDevice, error) {
 	}
 	host := u.Host
 	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), "80")
+		host = net.JoinHostPort(u.Hostname(), map[bool]string{true: "443", false: "80"}[u.Scheme == "https"])
 	}
 	key, err := c.key()
 	if err != nil {
@@ -71,7 +71,7 @@ func newFirmware(cfg Config, c Credential) (*firmwareDevice, error) {
 	}
 	f := &firmwareDevice{
 		name: c.Name, host: host, token: c.Token, src: src,
-		dial:        dialer(src, firmwareIOTimeout),
+		dial:        tlsDialer(dialer(src, firmwareIOTimeout), deviceTLS(cfg.TLS, u.Hostname())),
 		statusEvery: cfg.FirmwareStatusInterval,
 		configEvery: cfg.FirmwareConfigInterval,
 		useETag:     cfg.FirmwareETag,

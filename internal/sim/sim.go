@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,8 +23,12 @@ const (
 
 // Config describes a simulated fleet. Gateway and one of Credentials and Enrollment are required.
 type Config struct {
-	// Gateway is the gateway's base URL, e.g. "http://127.0.0.1:6080".
+	// Gateway is the gateway's base URL, e.g. "http://127.0.0.1:6080", or
+	// "https://…" for its TLS port (with TLS).
 	Gateway string
+	// TLS pins the CA of an https:// Gateway (device.PinnedTLS); each board
+	// gets its own session cache, so each resumes its own session.
+	TLS *tls.Config
 	// Credentials are the devices' identities; Devices of them are used.
 	Credentials []Credential
 	// Enrollment, instead of Credentials, makes the boards enroll themselves (hmac with key agreement)
@@ -94,8 +99,10 @@ func New(cfg Config) (*Simulator, error) {
 			cfg.Enrollment, cfg.Credentials = &e, creds
 		}
 	}
-	if u, err := url.Parse(cfg.Gateway); cfg.Gateway == "" || err != nil || u.Scheme != "http" || u.Host == "" {
-		errs = append(errs, fmt.Errorf("gateway %q: want an http:// URL", cfg.Gateway))
+	if u, err := url.Parse(cfg.Gateway); cfg.Gateway == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("gateway %q: want an http:// or https:// URL", cfg.Gateway))
+	} else if err := checkTLS(cfg.Gateway, cfg.TLS); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.Devices < 0 || cfg.Devices > len(cfg.Credentials) {
 		errs = append(errs, fmt.Errorf("devices %d: the credentials hold %d", cfg.Devices, len(cfg.Credentials)))
