@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Go and the control plane: Debian's chromium, for the
 # dashboard's end-to-end test in a real headless browser (driven from Go by chromedp), and
-# libmbedtls-dev, for the device protocol's mbedtls C sketch (compiled and checked against the key
-# agreement test vectors; the test skips without it). Idempotent: installs only what is missing. Needs
-# root (or sudo) and Debian's package archive.
+# libmbedtls-dev with a C compiler, for the device protocol's mbedtls C sketch (compiled and checked
+# against the key agreement test vectors) and the TLS port's mbedtls client (tools/mbedtls-client,
+# linked against its static libraries); those tests skip without them. Idempotent: installs only what
+# is missing. Needs root (or sudo) and Debian's package archive.
 set -euo pipefail
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 MBEDTLS_HEADER=${MBEDTLS_HEADER:-/usr/include/mbedtls/hkdf.h}
@@ -13,6 +14,9 @@ if [ ! -x "$CHROMIUM" ]; then
 fi
 if [ ! -f "$MBEDTLS_HEADER" ]; then
   packages+=(libmbedtls-dev)
+fi
+if ! command -v cc >/dev/null 2>&1; then
+  packages+=(gcc libc6-dev)
 fi
 if [ ${#packages[@]} = 0 ]; then
   exit 0
