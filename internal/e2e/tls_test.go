@@ -13,13 +13,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/picogate/picogate/device"
@@ -533,5 +537,54 @@ func TestTLSPicosim(t *testing.T) {
 	}
 	if resumed := tlsMetric(t, gw, "resumed"); resumed == 0 {
 		t.Error("gateway metrics: no resumed handshake, want the boards to resume their sessions")
+	}
+}
+
+// TestKustomizeTLSOverlay: the TLS overlay adds the TLS port to the base and changes nothing else —
+// every replica mounts the same Secret (readable by the gateway's group only), the Service and the
+// NetworkPolicy open 6084 — and the API server accepts it.
+func TestKustomizeTLSOverlay(t *testing.T) {
+	manifest, objs := render(t, "deploy/kubernetes/overlays/tls")
+	_, base := render(t, "deploy/kubernetes/base")
+	if len(objs) != len(base) {
+		t.Fatalf("got %d objects, want the base's %d", len(objs), len(base))
+	}
+	for k, o := range base {
+		if k != "Deployment picogate" && k != "Service picogate" && k != "NetworkPolicy picogate" && !reflect.DeepEqual(objs[k].Object, o.Object) {
+			t.Errorf("%s differs from the base", k)
+		}
+	}
+	d := typed[appsv1.Deployment](t, objs["Deployment picogate"])
+	spec := d.Spec.Template.Spec
+	c := spec.Containers[0]
+	for _, want := range []string{"--tls-listen=:6084", "--tls-cert=/etc/picogate/tls/tls.crt", "--tls-key=/etc/picogate/tls/tls.key", "--tls-ticket-key-file=/etc/picogate/tls/ticket.key"} {
+		if !slices.Contains(c.Args, want) {
+			t.Errorf("args: got %v, want %s", c.Args, want)
+		}
+	}
+	if len(spec.Volumes) != 1 || spec.Volumes[0].Secret == nil || spec.Volumes[0].Secret.SecretName != "picogate-tls" ||
+		spec.Volumes[0].Secret.DefaultMode == nil || *spec.Volumes[0].Secret.DefaultMode != 0o440 {
+		t.Errorf("volumes: got %+v, want the Secret picogate-tls, mode 0440", spec.Volumes)
+	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/etc/picogate/tls" || !c.VolumeMounts[0].ReadOnly || c.VolumeMounts[0].SubPath != "" {
+		t.Errorf("volumeMounts: got %+v, want /etc/picogate/tls read-only, without subPath (kubelet refreshes it)", c.VolumeMounts)
+	}
+	if sc := spec.SecurityContext; sc.FSGroup == nil || sc.RunAsGroup == nil || *sc.FSGroup != *sc.RunAsGroup {
+		t.Errorf("pod securityContext: got %+v, want fsGroup equal to the gateway's group", sc)
+	}
+	svc := typed[corev1.Service](t, objs["Service picogate"])
+	if len(svc.Spec.Ports) != 2 || svc.Spec.Ports[1].Port != 6084 || svc.Spec.Ports[1].TargetPort.StrVal != "devices-tls" {
+		t.Errorf("service ports: got %+v, want 6080 and 6084 → devices-tls", svc.Spec.Ports)
+	}
+	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "devices-tls" && p.ContainerPort == 6084 }) {
+		t.Errorf("container ports: got %+v, want devices-tls 6084", c.Ports)
+	}
+	np := typed[networkingv1.NetworkPolicy](t, objs["NetworkPolicy picogate"])
+	if ports := np.Spec.Ingress[0].Ports; len(ports) != 2 || ports[1].Port.StrVal != "devices-tls" || len(np.Spec.Ingress[0].From) != 0 {
+		t.Errorf("network policy: got %+v, want devices and devices-tls open to all", np.Spec.Ingress[0])
+	}
+	ensureRegistryNamespace(t)
+	if out, err := dryRunApply(t, manifest); err != nil {
+		t.Fatalf("server-side dry run: %v: %s", err, out)
 	}
 }

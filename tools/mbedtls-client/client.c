@@ -3,8 +3,8 @@
  * tests against its TLS device port (internal/e2e/tls_test.go) and for the measurements in docs/tls.md.
  *
  * Like a board, it pins one CA, sends no client certificate, offers only ECDHE-ECDSA with AES-128-GCM
- * or ChaCha20-Poly1305 over X25519 or P-256, TLS 1.2, session tickets on, and it refuses any record
- * larger than its input buffer (--max-record, as a firmware built with a small
+ * or ChaCha20-Poly1305 over X25519 or P-256 with SHA-256 signatures, TLS 1.2, session tickets on, and
+ * it refuses any record larger than its input buffer (--max-record, as a firmware built with a small
  * MBEDTLS_SSL_IN_CONTENT_LEN would; Debian's library is built with 16 KiB, so the limit is enforced
  * here, on the wire). Each --request FILE is sent on a new connection, as the reference firmware does
  * (Connection: close), resuming the previous connection's session.
@@ -432,6 +432,10 @@ int main(int argc, char **argv) {
     mbedtls_ssl_conf_min_version(&conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3); /* TLS 1.2 */
     mbedtls_ssl_conf_max_version(&conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_session_tickets(&conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
+    /* ECDSA with SHA-256 only: in TLS 1.2 Go signs its key exchange with the hash the client lists
+     * first, and mbedtls lists SHA-512 first by default, which a board would then have to compute. */
+    static const int sig_hashes[] = {MBEDTLS_MD_SHA256, MBEDTLS_MD_NONE};
+    mbedtls_ssl_conf_sig_hashes(&conf, sig_hashes);
     if (o.mfl) {
         unsigned char code = o.mfl == 512 ? MBEDTLS_SSL_MAX_FRAG_LEN_512 : o.mfl == 1024 ? MBEDTLS_SSL_MAX_FRAG_LEN_1024
                            : o.mfl == 2048 ? MBEDTLS_SSL_MAX_FRAG_LEN_2048 : MBEDTLS_SSL_MAX_FRAG_LEN_4096;
