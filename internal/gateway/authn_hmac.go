@@ -60,7 +60,8 @@ func (g *Gateway) signedDevice(name string, client netip.Addr) (*registry.Device
 // path, query, content type, timestamp, nonce and body is checked against the device's key and, during
 // a rotation, its next key; then the nonce is recorded so this gateway accepts the request once. A
 // forged request gives back the rate-limit token it took and never touches the nonce cache. A verified
-// request's body no longer counts as unverified bytes. Other requests pass untouched.
+// request's body no longer counts as unverified bytes, and a refusal authorize deferred until now is
+// given. Other requests pass untouched.
 func (g *Gateway) verify(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := identityFrom(r)
@@ -104,6 +105,12 @@ func (g *Gateway) verify(next http.Handler) http.Handler {
 			vid.signed = d.NextKey
 		}
 		recordFrom(r).noteIdentity(vid)
+		if gr := grantFrom(r); gr.deferred != nil {
+			// The device itself asked for what authorize refused: it is told now, and its token stays
+			// spent (its body was read for the signature).
+			refuse(w, r, gr.rule, gr.deferred)
+			return
+		}
 		next.ServeHTTP(w, with(r, identityKey, vid))
 	})
 }

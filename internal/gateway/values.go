@@ -10,6 +10,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/picogate/picogate/internal/policy"
+	"github.com/picogate/picogate/internal/status"
 )
 
 // Each step of the request path hands what it learned to the steps after it as an immutable value in
@@ -50,11 +51,14 @@ type route struct{ local *LocalRoute }
 func routeFrom(r *http.Request) route { return must[route](r, routeKey) }
 
 // grant is what authorize allowed: the policy rule (or local endpoint) that let the request through,
-// its parsed query, and whether it is a watch.
+// its parsed query, and whether it is a watch. For a signed request whose signature is not yet checked
+// it may instead carry the refusal authorize decided (deferred): verify gives it only once the signature
+// holds, so a sender who cannot sign for the device it names learns nothing but 401.
 type grant struct {
-	rule  string
-	query policy.Query
-	watch bool
+	rule     string
+	query    policy.Query
+	watch    bool
+	deferred *status.Error
 }
 
 func grantFrom(r *http.Request) grant { return must[grant](r, grantKey) }
