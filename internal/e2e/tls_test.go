@@ -588,3 +588,39 @@ func TestKustomizeTLSOverlay(t *testing.T) {
 		t.Fatalf("server-side dry run: %v: %s", err, out)
 	}
 }
+
+// TestTLSBadStartup: a TLS port that cannot serve stops `picogate serve` before it serves anything, with
+// one error line saying why; --tls-* flags without --tls-listen are refused rather than ignored.
+func TestTLSBadStartup(t *testing.T) {
+	dir := setupTLS(t)
+	kubeconfig := cluster(t).AdminKubeconfig()
+	serve := []string{"serve", "--kubeconfig", kubeconfig, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"TLS flag without the port", []string{"--tls-cert", filepath.Join(dir, "tls.crt")}, "set --tls-listen too"},
+		{"missing certificate", []string{"--tls-listen", "127.0.0.1:0", "--tls-cert", "/nonexistent/tls.crt"}, "--tls-cert"},
+		{"key of another certificate", []string{"--tls-listen", "127.0.0.1:0", "--tls-cert", filepath.Join(dir, "tls.crt"), "--tls-key", filepath.Join(dir, "ca.key")}, "private key does not match"},
+		{"record size", []string{"--tls-listen", "127.0.0.1:0", "--tls-cert", filepath.Join(dir, "tls.crt"), "--tls-key", filepath.Join(dir, "tls.key"), "--tls-record-bytes", "100"}, "--tls-record-bytes 100"},
+		{"short ticket seed", []string{"--tls-listen", "127.0.0.1:0", "--tls-cert", filepath.Join(dir, "tls.crt"), "--tls-key", filepath.Join(dir, "tls.key"), "--tls-ticket-key-file", "/dev/null"}, "at least 32"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := execPicogate(t, append(serve, tc.args...)...).CombinedOutput()
+			if err == nil {
+				t.Fatalf("got exit 0, want non-zero")
+			}
+			// The error is one line; the gateway may have logged what it built before.
+			var errs []string
+			for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if strings.HasPrefix(l, "picogate: ") {
+					errs = append(errs, l)
+				}
+			}
+			if len(errs) != 1 || !strings.Contains(errs[0], tc.want) {
+				t.Errorf("got %q, want one error line mentioning %q", out, tc.want)
+			}
+		})
+	}
+}
