@@ -93,11 +93,11 @@ func servePort(t testing.TB, cfg Config, handler http.Handler) (*Port, string) {
 		t.Fatal(err)
 	}
 	if handler == nil {
-		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	tl := p.Listener(ln)
-	go srv.Serve(tl)
+	go func() { _ = srv.Serve(tl) }()
 	t.Cleanup(func() { srv.Close() })
 	return p, ln.Addr().String()
 }
@@ -370,7 +370,7 @@ func TestRecordsCapped(t *testing.T) {
 	body := strings.Repeat("x", 20000)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		io.WriteString(w, body)
+		_, _ = io.WriteString(w, body)
 	})
 	const appData = 23
 	for _, tc := range []struct {
@@ -388,7 +388,7 @@ func TestRecordsCapped(t *testing.T) {
 			rs := &recordSizes{Conn: raw, sizes: map[byte][]int{}}
 			conn := tls.Client(rs, f.clientConfig(tc.version))
 			defer conn.Close()
-			io.WriteString(conn, "GET / HTTP/1.1\r\nHost: picogate\r\nConnection: close\r\n\r\n")
+			_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: picogate\r\nConnection: close\r\n\r\n")
 			all, err := io.ReadAll(conn)
 			if err != nil || !strings.HasSuffix(string(all), body) {
 				t.Fatalf("got %d bytes, %v; want the whole body", len(all), err)
