@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/gatewaytest"
 )
 
@@ -35,32 +38,45 @@ func TestFirmwareSequenceSharedIdentity(t *testing.T) {
 	}
 }
 
-// TestWatchEventArrivesPromptly checks a watch is streamed event by event, compacted, through the gateway.
+// TestWatchEventArrivesPromptly checks a device's watch of its pods is streamed event by event,
+// compacted, through the gateway. A device watches its pods with its own credential: the shared identity
+// may make only the firmware's three requests.
 func TestWatchEventArrivesPromptly(t *testing.T) {
-	gw := startGateway(t, "--shared-identity")
+	gw := startGateway(t)
+	const name = "watch-node-1"
+	dev := addDevice(t, name)
+	waitAuthenticated(t, gw, dev.Token)
+	if r := firmwareDo(t, gw.Addr, "", "POST", "/api/v1/nodes", "application/json", firmwareNode(t, name, "127.0.0.1"), dev.Header); r.code != 201 {
+		t.Fatalf("POST its Node: got %d %s, want 201", r.code, trim(r.body))
+	}
 	cs := admin(cluster(t))
 	ctx := context.Background()
-	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "watch-node-1"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "watched", Namespace: "default"},
-		Spec:       corev1.PodSpec{NodeName: "watch-node-1", Containers: []corev1.Container{{Name: "c", Image: "picogate.io/apps/blink"}}},
+		Spec:       corev1.PodSpec{NodeName: name, Containers: []corev1.Container{{Name: "c", Image: "picogate.io/apps/blink"}}},
 	}
 	if _, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	list, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=watch-node-1"})
+	list, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + name})
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(gw.URL() + "/api/v1/pods?fieldSelector=spec.nodeName%3Dwatch-node-1&watch=1&resourceVersion=" + list.ResourceVersion)
+	req, err := http.NewRequest("GET", gw.URL()+"/api/v1/pods?fieldSelector=spec.nodeName%3D"+name+"&watch=1&resourceVersion="+list.ResourceVersion, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+dev.Token)
+	// The answer's header comes from the API server, which sends it once the watch is registered: every
+	// change after it reaches this watch, and the time it takes is the stream's alone.
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
-		t.Fatalf("watch: got %d, want 200", resp.StatusCode)
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("watch: got %d %s, want 200", resp.StatusCode, trim(string(b)))
 	}
 	events := make(chan string, 10)
 	go func() {
@@ -71,7 +87,6 @@ func TestWatchEventArrivesPromptly(t *testing.T) {
 		}
 		close(events)
 	}()
-	time.Sleep(200 * time.Millisecond) // let the watch be established upstream
 	changed := time.Now()
 	patch := []byte(`{"metadata":{"labels":{"changed":"yes"}}}`)
 	if _, err := cs.CoreV1().Pods("default").Patch(ctx, "watched", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
@@ -85,9 +100,14 @@ func TestWatchEventArrivesPromptly(t *testing.T) {
 		if d := time.Since(changed); d > time.Second {
 			t.Errorf("event arrived %v after the change, want within 1s", d)
 		}
-		var e struct{ Type string }
-		if err := json.Unmarshal([]byte(ev), &e); err != nil || e.Type != "MODIFIED" {
-			t.Errorf("got event %q, want a MODIFIED event", ev)
+		var e struct {
+			Type   string
+			Object struct {
+				Metadata struct{ Labels map[string]string }
+			}
+		}
+		if err := json.Unmarshal([]byte(ev), &e); err != nil || e.Type != "MODIFIED" || e.Object.Metadata.Labels["changed"] != "yes" {
+			t.Errorf("got event %q, want the MODIFIED event of the change", ev)
 		}
 		if strings.Contains(ev, "managedFields") {
 			t.Errorf("got managedFields in the watch event, want them dropped")
@@ -97,24 +117,96 @@ func TestWatchEventArrivesPromptly(t *testing.T) {
 	}
 }
 
-// TestClientIdentityHeadersHaveNoEffect: headers a device sends to pick an identity never reach the API
-// server. The spoofed headers here would downgrade the shared (admin) identity to a node, which the Node
-// authorizer refuses a ConfigMap read; the read succeeding proves they were stripped.
+// TestClientIdentityHeadersHaveNoEffect: headers a client sends to pick an identity never reach the API
+// server, whoever the request is forwarded as. Each request reads the fleet's ConfigMap, which the
+// shared identity and every device may read (deploy/examples/fleet-config-rbac.yaml), with headers
+// naming another user, group, uid and extra: the downgraded identity they name (a node no pod refers
+// to) would be refused the read, so it succeeds only if they were dropped, and the API server's audit
+// log shows the request arrived as exactly the gateway's identity, with no uid or extra of the client's.
 func TestClientIdentityHeadersHaveNoEffect(t *testing.T) {
 	gw := startGateway(t, "--shared-identity")
-	req, _ := http.NewRequest("GET", gw.URL()+"/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication", nil)
-	req.Header.Set("Impersonate-User", "system:node:nobody")
-	req.Header.Add("Impersonate-Group", "system:nodes")
-	req.Header.Set("X-Remote-User", "system:node:nobody")
-	resp, err := http.DefaultClient.Do(req)
+	dev := addDevice(t, "spoof-headers-1")
+	waitAuthenticated(t, gw, dev.Token)
+	spoofed := []string{
+		"Impersonate-User: system:node:nobody",
+		"Impersonate-Group: system:nodes",
+		"Impersonate-Uid: spoofed-uid",
+		"Impersonate-Extra-Scopes: spoofed",
+		"X-Remote-User: system:node:nobody",
+		"X-Remote-Group: system:nodes",
+		"X-Remote-Extra-Scopes: spoofed",
+	}
+	tests := []struct {
+		name, credential, user string
+		groups                 []string
+	}{
+		{"shared identity", "", gateway.SharedUser, []string{gateway.SharedGroup}},
+		{"device", dev.Header, "system:node:spoof-headers-1", []string{"system:nodes", "picogate:devices"}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ua := fmt.Sprintf("spoof-identity-%02d", i)
+			headers := spoofed
+			if tt.credential != "" {
+				headers = append([]string{tt.credential}, spoofed...)
+			}
+			r := rawRequest(t, gw.Addr, "", "GET", "/api/v1/namespaces/default/configmaps/pico-config", ua, headers, "")
+			if r.code != 200 {
+				t.Fatalf("got %d %s, want 200: the spoofed identity headers must be stripped", r.code, trim(r.body))
+			}
+			var evs []identityAudit
+			if !gatewayWaitFor(5*time.Second, func() bool { evs = auditedIdentities(t, ua); return len(evs) > 0 }) {
+				t.Fatal("the request is not in the audit log")
+			}
+			for _, ev := range evs {
+				u := ev.ImpersonatedUser
+				if u == nil {
+					t.Errorf("got no impersonated user, want %s", tt.user)
+					continue
+				}
+				groups := slices.DeleteFunc(slices.Clone(u.Groups), func(g string) bool { return g == "system:authenticated" })
+				slices.Sort(groups)
+				want := slices.Sorted(slices.Values(tt.groups))
+				if u.Username != tt.user || !slices.Equal(groups, want) || u.UID != "" || len(u.Extra) != 0 {
+					t.Errorf("impersonated: got user %q groups %v uid %q extra %v, want %s in %v and no uid or extra", u.Username, u.Groups, u.UID, u.Extra, tt.user, want)
+				}
+			}
+		})
+	}
+}
+
+// identityAudit is what TestClientIdentityHeadersHaveNoEffect reads of an audit event: the whole
+// identity a request was impersonated as.
+type identityAudit struct {
+	ImpersonatedUser *struct {
+		Username string              `json:"username"`
+		UID      string              `json:"uid"`
+		Groups   []string            `json:"groups"`
+		Extra    map[string][]string `json:"extra"`
+	} `json:"impersonatedUser"`
+}
+
+// auditedIdentities returns the audit events of requests sent with User-Agent ua.
+func auditedIdentities(t testing.TB, ua string) []identityAudit {
+	t.Helper()
+	f, err := os.Open(shared.AuditLog())
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("audit log: %v", err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("got %d %s, want 200: the spoofed identity headers must be stripped", resp.StatusCode, body)
+	defer f.Close()
+	var out []identityAudit
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var ev struct {
+			UserAgent string `json:"userAgent"`
+			identityAudit
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.UserAgent == ua {
+			out = append(out, ev.identityAudit)
+		}
 	}
+	return out
 }
 
 // TestSourceOutsideAllowlistRefused: a client outside --allow-cidr gets 403 and nothing is forwarded.
