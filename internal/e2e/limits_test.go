@@ -269,11 +269,12 @@ func TestSharedIdentityIsNotTheGateways(t *testing.T) {
 		h := sendHead(t, gw.Addr, "127.0.0.41", "POST", "/api/v1/nodes", fmt.Sprintf("shared-slow-%d", i), "Content-Type: application/json", "Content-Length: 1000")
 		h.trickle(200*time.Millisecond, stop)
 	}
-	if !gatewayWaitFor(5*time.Second, func() bool {
-		r := rawRequest(t, gw.Addr, "127.0.0.41", "GET", "/version", "shared-third", nil, "")
-		return r.code == 429 && strings.Contains(r.body, "in flight")
-	}) {
-		t.Error("a third request from the same source: want 429 while two are in flight")
+	// Both are in the gateway before the third is sent: sent sooner, it could take a slot from the second.
+	if !gatewayWaitFor(4*time.Second, func() bool { return inFlight(gw) == 2 }) {
+		t.Fatalf("the two slow uploads are not both in flight 4s after they began (gauge %v)", inFlight(gw))
+	}
+	if r := rawRequest(t, gw.Addr, "127.0.0.41", "GET", "/version", "shared-third", nil, ""); r.code != 429 || !strings.Contains(r.body, "in flight") {
+		t.Errorf("a third request from the same source: got %d %s, want 429 while two are in flight", r.code, trim(r.body))
 	}
 	if r := rawRequest(t, gw.Addr, "127.0.0.42", "GET", "/version", "shared-other", nil, ""); r.code != 200 {
 		t.Errorf("another source meanwhile: got %d %s, want 200", r.code, trim(r.body))
