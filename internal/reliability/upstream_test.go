@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
@@ -44,29 +47,55 @@ type misbehaviour struct {
 	check func(t *testing.T, r result, sent []byte)
 }
 
-// brokenUpstream is a real TLS server that answers device requests the way the case named by the last
-// path segment (or the field selector's node, for watches) says. It is the fault being injected, not a
-// stand-in for Kubernetes: the gateway forwards to it exactly as to an API server.
+// brokenUpstream is a real TLS server that answers the requests of its cases the way the case says: a
+// ConfigMap in namespace default named like the case, or a watch of the pods on the node named like it.
+// It is the fault being injected, not a stand-in for Kubernetes: the gateway forwards to it exactly as
+// to an API server, and every other request (the gateway's own views of device records and Nodes, which
+// decide who a device is) goes on to the real API server, as the admin.
 func brokenUpstream(t *testing.T, cases []misbehaviour) *httptest.Server {
 	byName := map[string]misbehaviour{}
 	for _, c := range cases {
 		byName[c.name] = c
 	}
+	real := realAPIServer(t)
+	const configMaps = "/api/v1/namespaces/default/configmaps/"
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
-		if sel := r.URL.Query().Get("fieldSelector"); sel != "" {
-			name = strings.TrimPrefix(sel, "spec.nodeName=")
+		name, ok := strings.CutPrefix(r.URL.Path, configMaps)
+		if r.URL.Path == "/api/v1/pods" && r.URL.Query().Get("watch") != "" {
+			name, ok = strings.CutPrefix(r.URL.Query().Get("fieldSelector"), "spec.nodeName=")
 		}
-		c, ok := byName[name]
-		if !ok {
-			http.Error(w, `{"kind":"Status","code":404}`, http.StatusNotFound)
+		if c, found := byName[name]; ok && found && c.watch == (r.URL.Path == "/api/v1/pods") {
+			c.serve(w, r)
 			return
 		}
-		c.serve(w, r)
+		real.ServeHTTP(w, r)
 	}))
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// realAPIServer forwards a request to the package's API server with the admin's credential, the
+// gateway's impersonation headers kept and its bearer token dropped.
+func realAPIServer(t *testing.T) http.Handler {
+	t.Helper()
+	cfg := cluster(t).AdminConfig()
+	rt, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Header.Del("Authorization")
+		},
+		Transport:     rt,
+		FlushInterval: -1,
+	}
 }
 
 // brokenKubeconfig points a kubeconfig at srv, trusting its certificate, with a bearer token.
@@ -248,11 +277,16 @@ func TestMisbehavingUpstream(t *testing.T) {
 		}},
 		{name: "watch-huge-event", watch: true, serve: writeWith("application/json", false, [][]byte{event("p1"), bigEvent}), body: slices.Concat(compactEvent("p1"), bigEvent), check: wantEvents},
 	}
-	srv := brokenUpstream(t, cases)
-	gw := gatewaytest.New(t, gatewaytest.Options{Kubeconfig: brokenKubeconfig(t, srv), Args: []string{"--shared-identity", "--compact-max-bytes", strconv.Itoa(compactCap)}, NoWaitReady: true})
-	if err := gw.Start(); err != nil {
-		t.Fatal(err)
+	// The ConfigMap reads come without a credential (the shared identity); a watch of pods comes from
+	// the device whose node the case is named after, since only a device may watch its pods.
+	tokens := map[string]string{}
+	for _, c := range cases {
+		if c.watch {
+			tokens[c.name] = addDevice(t, c.name).Token
+		}
 	}
+	srv := brokenUpstream(t, cases)
+	gw := gatewaytest.Start(t, gatewaytest.Options{Kubeconfig: brokenKubeconfig(t, srv), Args: []string{"--shared-identity", "--compact-max-bytes", strconv.Itoa(compactCap)}})
 	before := mustProcMem(t, gw)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -260,7 +294,7 @@ func TestMisbehavingUpstream(t *testing.T) {
 			if c.watch {
 				path = "/api/v1/pods?fieldSelector=spec.nodeName%3D" + c.name + "&watch=1"
 			}
-			r := strictDo(gw.Addr, request{op: c.name, method: "GET", path: path}, 15*time.Second)
+			r := strictDo(gw.Addr, request{op: c.name, method: "GET", path: path, auth: tokens[c.name]}, 15*time.Second)
 			c.check(t, r, c.body)
 			t.Logf("%s: %s, %d bytes in %v", c.name, r.kind+" "+strconv.Itoa(r.code), len(r.body), r.dur.Round(time.Millisecond))
 		})
