@@ -150,7 +150,17 @@ func (t *transport) newRequest(ctx context.Context, method, path, ctype string, 
 // response. The body is only valid during fn. An error answer becomes an
 // *APIError.
 func (t *transport) do(ctx context.Context, method, path, ctype string, body []byte, fn func(code int, body jval) error) error {
-	return t.exchange(ctx, method, path, ctype, body, "", func(resp *http.Response, v jval) error {
+	return t.doHandling(ctx, method, path, ctype, body, 0, fn)
+}
+
+// doHandling is do for a request whose caller handles an answer with code
+// handled itself: a create answered 409 because the object exists (a board
+// that reboots finds its Node; the gateway may have created the Lease from
+// the first heartbeat). That answer is still returned as an *APIError, but it
+// is not counted in Status.Errors: it is an outcome the agent expects, not a
+// failure.
+func (t *transport) doHandling(ctx context.Context, method, path, ctype string, body []byte, handled int, fn func(code int, body jval) error) error {
+	return t.exchange(ctx, method, path, ctype, body, "", handled, func(resp *http.Response, v jval) error {
 		if fn == nil {
 			return nil
 		}
@@ -158,9 +168,9 @@ func (t *transport) do(ctx context.Context, method, path, ctype string, body []b
 	})
 }
 
-// exchange is do with an optional If-None-Match header: a 304 answer then
-// reaches fn with a nil body instead of becoming an error.
-func (t *transport) exchange(ctx context.Context, method, path, ctype string, body []byte, ifNoneMatch string, fn func(resp *http.Response, body jval) error) error {
+// exchange is doHandling with an optional If-None-Match header: a 304 answer
+// then reaches fn with a nil body instead of becoming an error.
+func (t *transport) exchange(ctx context.Context, method, path, ctype string, body []byte, ifNoneMatch string, handled int, fn func(resp *http.Response, body jval) error) error {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
@@ -204,7 +214,9 @@ func (t *transport) exchange(ctx context.Context, method, path, ctype string, bo
 	}
 	if resp.StatusCode >= 300 {
 		ae := statusError(method, path, resp, buf.Bytes())
-		t.stats.fail(httpKind(ae.Code))
+		if ae.Code != handled {
+			t.stats.fail(httpKind(ae.Code))
+		}
 		t.log.Debug("request refused", "method", method, "path", path, "code", ae.Code, "reason", ae.Reason, "message", ae.Message)
 		return ae
 	}

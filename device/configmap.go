@@ -33,7 +33,7 @@ func (a *Agent) ConfigMap(ctx context.Context, namespace, name string) (map[stri
 		etag = held.etag
 	}
 	var out *configCopy
-	err := a.tr.exchange(ctx, "GET", "/api/v1/namespaces/"+namespace+"/configmaps/"+name, "", nil, etag, func(resp *http.Response, v jval) error {
+	err := a.tr.exchange(ctx, "GET", "/api/v1/namespaces/"+namespace+"/configmaps/"+name, "", nil, etag, 0, func(resp *http.Response, v jval) error {
 		if v == nil { // 304: unchanged
 			out = held
 			return nil

@@ -44,7 +44,7 @@ func (a *Agent) registerOnce(ctx context.Context, buf *[]byte) error {
 
 	var uid string
 	existed := false
-	err := a.tr.do(ctx, "POST", "/api/v1/nodes", ctypeJSON, *buf, func(_ int, v jval) error {
+	err := a.tr.doHandling(ctx, "POST", "/api/v1/nodes", ctypeJSON, *buf, 409, func(_ int, v jval) error {
 		uid = v.get("metadata", "uid").strOr("")
 		return nil
 	})
@@ -195,7 +195,7 @@ func (a *Agent) leaseLoop(ctx context.Context) {
 		var err error
 		if !created {
 			buf = appendLeaseCreate(buf[:0], a.cfg.Name, uid, a.cfg.LeaseDuration, now)
-			err = a.tr.do(ctx, "POST", path, ctypeJSON, buf, nil)
+			err = a.tr.doHandling(ctx, "POST", path, ctypeJSON, buf, 409, nil)
 			if IsCode(err, 409) {
 				created, ownerGen = true, -1 // someone's Lease: take it over below
 			}
