@@ -72,6 +72,41 @@ func (f *fleet) errors() map[string]uint64 {
 	return out
 }
 
+// lastErrors returns each failing device's last error, "NAME: ERROR", so a report of errors says which
+// request failed and how.
+func (f *fleet) lastErrors() []string {
+	var out []string
+	for _, d := range f.s.Snapshot() {
+		if len(d.Errors) > 0 {
+			out = append(out, d.Name+": "+d.LastError)
+		}
+	}
+	return out
+}
+
+// progress returns a counter of every device now.
+func (f *fleet) progress(counter func(sim.DeviceReport) uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, d := range f.s.Snapshot() {
+		out[d.Name] = counter(d)
+	}
+	return out
+}
+
+// advanced says which devices' counter has not moved past its value in since.
+func (f *fleet) advanced(since map[string]uint64, counter func(sim.DeviceReport) uint64) error {
+	var behind []string
+	for _, d := range f.s.Snapshot() {
+		if counter(d) <= since[d.Name] {
+			behind = append(behind, d.Name)
+		}
+	}
+	if len(behind) > 0 {
+		return fmt.Errorf("%d devices have not advanced (%s)", len(behind), head(behind))
+	}
+	return nil
+}
+
 func (f *fleet) requests() uint64 {
 	var n uint64
 	for _, d := range f.s.Snapshot() {
