@@ -111,6 +111,6 @@ func (g *Gateway) verify(next http.Handler) http.Handler {
 			refuse(w, r, gr.rule, gr.deferred)
 			return
 		}
-		next.ServeHTTP(w, with(r, identityKey, vid))
+		next.ServeHTTP(w, with(r, verifiedKey, vid))
 	})
 }

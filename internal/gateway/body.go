@@ -26,7 +26,14 @@ func (b Body) Bytes() []byte { return b.b }
 // verified gives the body's share of the unverified budget back: its sender is now known (verify).
 func (b Body) verified() { b.hold.release() }
 
-func bodyFrom(r *http.Request) Body { return must[Body](r, bodyKey) }
+// bodyFrom is the body read by readBody, or the one a check replaced it with (inspect).
+func bodyFrom(r *http.Request) Body {
+	x := exchangeOf(r)
+	if x.inspected.set {
+		return x.inspected.v
+	}
+	return x.body.get()
+}
 
 // BodyFrom returns the request's body, read in full: every step after readBody, and every local
 // endpoint, may call it.
@@ -78,8 +85,9 @@ func (g *Gateway) readBody(next http.Handler) http.Handler {
 			refuse(w, r, rule, e)
 			return
 		}
-		body := Body{b: pb.b, hold: hold}
-		r = with(r, bodyKey, body)
+		// The steps after this one read the pooled copy, on a shallow copy of the request: the request
+		// the steps before it hold keeps the body they were given.
+		r = with(r.WithContext(r.Context()), bodyKey, Body{b: pb.b, hold: hold})
 		r.Body, r.GetBody, r.ContentLength = pb.reader(), pb.getBody, int64(len(pb.b))
 		defer r.Body.Close()
 		next.ServeHTTP(w, r)

@@ -1,7 +1,7 @@
 // Package gateway is picogate's device-facing HTTP server: plain HTTP from microcontrollers on the LAN,
 // forwarded to the Kubernetes API server over TLS. Every request, forwarded or served by the gateway
 // itself, goes down one straight line of steps. Each step does one thing, is tested alone, and hands the
-// steps after it an immutable value in the request's context (in brackets):
+// steps after it an immutable value (in brackets), written once into the request's exchange (values.go):
 //
 //	observe        the access-log record and metrics                              [record]
 //	sourceCheck    the client's address is in an allowed network (403)             [client]

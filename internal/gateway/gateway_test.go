@@ -333,7 +333,7 @@ func TestDeviceRateChargeOfAClaim(t *testing.T) {
 	verified := Identity{kind: deviceIdentity, device: d, state: st}
 	var charged bool
 	g.deviceRate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, charged = r.Context().Value(chargeKey).(charge)
+		charged = exchangeOf(r).charge.set
 	})).ServeHTTP(httptest.NewRecorder(), prepared(httptest.NewRequest("GET", "/version", nil), verified, grant{}))
 	if charged {
 		t.Errorf("a verified device: got a refundable charge, want none")

@@ -78,7 +78,15 @@ func (id Identity) String() string {
 	}
 }
 
-func identityFrom(r *http.Request) Identity { return must[Identity](r, identityKey) }
+// identityFrom is who the request is forwarded as: verify's device for a signed request whose signature
+// held, else what authenticate decided.
+func identityFrom(r *http.Request) Identity {
+	x := exchangeOf(r)
+	if x.verified.set {
+		return x.verified.v
+	}
+	return x.identity.get()
+}
 
 // IdentityFrom returns who the request is forwarded as. Every step after authenticate, and every local
 // endpoint, may call it.

@@ -63,7 +63,7 @@ func (g *Gateway) inspect(next http.Handler) http.Handler {
 			// The pooled body stays open until readBody closes it; the new one is the checks' own.
 			b := in.Body
 			body.b = b
-			r = with(r, bodyKey, body)
+			r = with(r.WithContext(r.Context()), inspectedKey, body)
 			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
 			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 		}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -24,7 +25,7 @@ type record struct {
 	reason   string // why picogate refused the request, or why it failed ("" if it did neither)
 }
 
-func recordFrom(r *http.Request) *record { return must[*record](r, recordKey) }
+func recordFrom(r *http.Request) *record { return &exchangeOf(r).rec }
 
 // noteClient records the client's address (sourceCheck).
 func (rec *record) noteClient(a netip.Addr) { rec.client = a }
@@ -55,15 +56,16 @@ func (rec *record) noteRefusal(rule, reason string) {
 // WriteTimeout instead of holding its watch forever.
 func (g *Gateway) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &record{start: time.Now()}
-		rw := &recordingWriter{ResponseWriter: w, rec: rec, timeout: g.cfg.WriteTimeout, rc: http.NewResponseController(w), req: r}
+		x := &exchange{rec: record{start: time.Now()}}
+		rec, rw := &x.rec, &x.rw
+		*rw = recordingWriter{ResponseWriter: w, rec: rec, timeout: g.cfg.WriteTimeout, rc: http.NewResponseController(w), req: r}
 		_ = rw.rc.SetWriteDeadline(rec.start.Add(g.cfg.WriteTimeout))
 		g.metrics.inFlight.Inc()
 		defer func() {
 			g.metrics.inFlight.Dec()
 			g.logRequest(r, rw)
 		}()
-		next.ServeHTTP(rw, with(r, recordKey, rec))
+		next.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), exchangeKey, x)))
 	})
 }
 

@@ -43,6 +43,5 @@ func bodyUnread(r *http.Request) bool {
 	if r.Body == nil || r.Body == http.NoBody {
 		return false
 	}
-	_, read := r.Context().Value(bodyKey).(Body)
-	return !read
+	return !exchangeOf(r).body.set
 }

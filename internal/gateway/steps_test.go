@@ -19,9 +19,9 @@ import (
 
 // prepared returns r carrying what the steps before the one under test would have handed on: always a
 // record, plus each value given. A step tested alone gets exactly the values it reads, so a step that
-// reads one more fails its test (must panics).
+// reads one more fails its test (the getter panics).
 func prepared(r *http.Request, values ...any) *http.Request {
-	r = with(r, recordKey, &record{start: time.Now()})
+	r = r.WithContext(context.WithValue(r.Context(), exchangeKey, &exchange{rec: record{start: time.Now()}}))
 	for _, v := range values {
 		switch v := v.(type) {
 		case netip.Addr:
