@@ -91,7 +91,7 @@ func newServe(g *globals) *cobra.Command {
 	f.StringVar(&devicePodCIDR, "device-pod-cidr", "auto", "the pod CIDR every device Node names, so boards leave the cluster's to real nodes: auto (the last node block of the cluster CIDR, once shown to be inside it), none, or CIDRs (one per cluster IP family)")
 	f.StringVar(&clusterCIDR, "cluster-cidr", "", "kube-controller-manager's --cluster-cidr (default: read from the k3s servers' k3s.io/node-args; k3s's 10.42.0.0/16 when they set none)")
 	f.IntVar(&nodeMask, "node-cidr-mask-size", 0, "kube-controller-manager's --node-cidr-mask-size (default: from the k3s servers' arguments, else the real nodes' pod CIDRs, else 24 for IPv4, 64 for IPv6)")
-	f.BoolVar(&cfg.Upstream.HTTP2, "upstream-http2", true, "speak HTTP/2 to the API server (watches share a few connections); false uses a pool of HTTP/1.1 connections, one per request in flight")
+	f.BoolVar(&cfg.Upstream.HTTP2, "upstream-http2", true, "carry watches to the API server over HTTP/2 (they share a few connections), other requests over a pool of HTTP/1.1 connections (less CPU per request); false uses the HTTP/1.1 pool for watches too, one connection per watch")
 	f.DurationVar(&cfg.Upstream.CertReloadInterval, "cert-reload-interval", 10*time.Second, "how often client-certificate files from the kubeconfig are re-read")
 	return cmd
 }

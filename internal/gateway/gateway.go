@@ -63,6 +63,10 @@ type Config struct {
 	Upstream *url.URL
 	// Transport carries forwarded requests with the gateway's own credential. Required.
 	Transport http.RoundTripper
+	// WatchTransport, if set, carries forwarded watches instead of Transport. picogate serve gives
+	// watches HTTP/2, which multiplexes thousands of them over a few connections, and other requests a
+	// pool of HTTP/1.1 connections, which costs the gateway less CPU per request.
+	WatchTransport http.RoundTripper
 	// Registry identifies devices. Nil means no device records: only the shared identity works.
 	Registry Registry
 	// SharedIdentity forwards requests without a device credential as SharedUser (group SharedGroup),

@@ -24,12 +24,30 @@ import (
 func (g *Gateway) newProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
-		Transport:      g.cfg.Transport,
+		Transport:      g.upstreamTransport(),
 		FlushInterval:  -1,
 		BufferPool:     &bufferPool{pool: sync.Pool{New: func() any { return new([copyBufSize]byte) }}},
 		ErrorHandler:   g.proxyError,
 		ModifyResponse: g.upstreamRefusedGateway,
 	}
+}
+
+// upstreamTransport is Config.Transport, with watches on Config.WatchTransport when it is set.
+func (g *Gateway) upstreamTransport() http.RoundTripper {
+	if g.cfg.WatchTransport == nil {
+		return g.cfg.Transport
+	}
+	return byWatch{other: g.cfg.Transport, watch: g.cfg.WatchTransport}
+}
+
+// byWatch sends a watch (grant.watch) on one transport and every other request on another.
+type byWatch struct{ other, watch http.RoundTripper }
+
+func (t byWatch) RoundTrip(r *http.Request) (*http.Response, error) {
+	if grantFrom(r).watch {
+		return t.watch.RoundTrip(r)
+	}
+	return t.other.RoundTrip(r)
 }
 
 // upstreamRefusedGateway turns the API server's 401 into a 503 with Retry-After. Devices never send a

@@ -145,7 +145,7 @@ func build(cfg Config) (*parts, error) {
 	up, err := upstream.New(cfg.Upstream)
 	if !fail(err) {
 		p.up = up
-		gc.Upstream, gc.Transport = up.URL, up.Transport
+		gc.Upstream, gc.Transport, gc.WatchTransport = up.URL, up.Transport, up.WatchTransport
 		reg, err := registry.NewCache(registry.CacheConfig{Client: up.Client, Namespace: cfg.Namespace, Logger: log})
 		if !fail(err) {
 			p.reg, gc.Registry = reg, reg

@@ -187,12 +187,20 @@ func get(t *testing.T, rt http.RoundTripper, url string) (string, error) {
 // on its connection; new requests use the new identity; a half-done rotation (new key, old
 // certificate) is not used; the old connections are closed once their requests are done.
 func TestCertRotationKeepsRequestsInFlight(t *testing.T) {
-	for _, http2 := range []bool{false, true} {
-		t.Run(map[bool]string{false: "http1.1", true: "http2"}[http2], func(t *testing.T) { testCertRotation(t, http2) })
+	for _, tt := range []struct {
+		name         string
+		http2, watch bool // Config.HTTP2; the transport of watches, else of other requests
+	}{
+		{"http1.1", false, false},
+		{"http1.1 watches", false, true},
+		{"http2 watches", true, true},
+		{"http1.1 beside http2 watches", true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testCertRotation(t, tt.http2, tt.watch) })
 	}
 }
 
-func testCertRotation(t *testing.T, http2 bool) {
+func testCertRotation(t *testing.T, http2, watch bool) {
 	p := newTestPKI(t)
 	srv := newIdentityServer(t, p, http2)
 	certA, keyA := p.issue(t, "identity-a", x509.ExtKeyUsageClientAuth)
@@ -202,46 +210,50 @@ func testCertRotation(t *testing.T, http2 bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := get(t, up.Transport, srv.URL+"/"); err != nil || got != "identity-a" {
+	rt, h2 := up.Transport, false
+	if watch {
+		rt, h2 = up.WatchTransport, http2
+	}
+	if got, err := get(t, rt, srv.URL+"/"); err != nil || got != "identity-a" {
 		t.Fatalf("before the rotation: got %q, %v; want identity-a", got, err)
 	}
 	srv.mu.Lock()
 	proto := srv.proto
 	srv.mu.Unlock()
-	if want := map[bool]string{false: "HTTP/1.1", true: "HTTP/2.0"}[http2]; proto != want {
+	if want := map[bool]string{false: "HTTP/1.1", true: "HTTP/2.0"}[h2]; proto != want {
 		t.Fatalf("protocol: got %s, want %s", proto, want)
 	}
 
 	// A long request (a watch, say) is in flight during the rotation.
 	req, _ := http.NewRequest("GET", srv.URL+"/slow", nil)
-	slow, err := up.Transport.RoundTrip(req)
+	slow, err := rt.RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	replace(t, keyFile, keyB) // half-way: the new key with the old certificate
 	// A request finding a check due starts one beside it; wait until a check has read the half-done pair.
-	rot, ok := up.REST.Transport.(*rotatingTransport)
+	rot, ok := rt.(*rotatingTransport)
 	if !ok {
-		t.Fatalf("REST transport: got %T, want the rotating transport", up.REST.Transport)
+		t.Fatalf("transport: got %T, want the rotating transport", rt)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for rot.lastErr.Load() == nil {
 		if time.Now().After(deadline) {
 			t.Fatal("half-way through the rotation: the mismatched files were not checked within 5s")
 		}
-		if _, err := get(t, up.Transport, srv.URL+"/"); err != nil {
+		if _, err := get(t, rt, srv.URL+"/"); err != nil {
 			t.Fatalf("half-way through the rotation: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if got, err := get(t, up.Transport, srv.URL+"/"); err != nil || got != "identity-a" {
+	if got, err := get(t, rt, srv.URL+"/"); err != nil || got != "identity-a" {
 		t.Fatalf("half-way through the rotation: got %q, %v; want identity-a still", got, err)
 	}
 	replace(t, certFile, certB)
 	deadline = time.Now().Add(5 * time.Second)
 	for {
-		got, err := get(t, up.Transport, srv.URL+"/")
+		got, err := get(t, rt, srv.URL+"/")
 		if err != nil {
 			t.Fatalf("during the rotation: %v", err)
 		}

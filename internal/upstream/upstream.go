@@ -31,9 +31,11 @@ type Config struct {
 	Kubeconfig string
 	// Context selects a kubeconfig context; empty means the current one.
 	Context string
-	// HTTP2 speaks HTTP/2 to the API server (client-go's default): every watch shares a few multiplexed
-	// connections instead of holding a TLS connection of its own. false uses a pool of HTTP/1.1
-	// connections.
+	// HTTP2 carries watches over HTTP/2 (client-go's default): every watch shares a few multiplexed
+	// connections instead of holding a TLS connection of its own. Other device requests still go over
+	// a pool of kept-alive HTTP/1.1 connections (Upstream.Transport), which costs the gateway less CPU
+	// per request than HTTP/2's framing, flow control and stream goroutines (see docs/benchmarks.md).
+	// false uses the HTTP/1.1 pool for everything, watches too.
 	HTTP2 bool
 	// MaxIdleConns is the HTTP/1.1 idle pool size. Default 128.
 	MaxIdleConns int
@@ -50,8 +52,12 @@ type Config struct {
 type Upstream struct {
 	// URL is the API server's base URL (a path prefix, as in Rancher-style URLs, is kept).
 	URL *url.URL
-	// Transport carries forwarded device requests, authenticated as the gateway's own identity.
+	// Transport carries forwarded device requests, authenticated as the gateway's own identity, over a
+	// pool of HTTP/1.1 connections.
 	Transport http.RoundTripper
+	// WatchTransport carries forwarded watches the same way: over HTTP/2 when Config.HTTP2 is set, else
+	// it is Transport.
+	WatchTransport http.RoundTripper
 	// REST is the client-go configuration the transport was built from (for the gateway's own clients).
 	REST *rest.Config
 	// Client is a typed client with the gateway's identity (registry, readiness checks).
@@ -105,9 +111,6 @@ func FromREST(rc *rest.Config, source string, cfg Config) (*Upstream, error) {
 	}
 	rc = rest.CopyConfig(rc)
 	rc.QPS, rc.Burst = 50, 100
-	if !cfg.HTTP2 {
-		rc.NextProtos = []string{"http/1.1"}
-	}
 	u, perr := url.Parse(rc.Host)
 	if perr != nil || u.Host == "" {
 		return nil, fmt.Errorf("kubeconfig (%s): server %q is not a URL", source, rc.Host)
@@ -116,9 +119,41 @@ func FromREST(rc *rest.Config, source string, cfg Config) (*Upstream, error) {
 		u.Scheme = "https"
 	}
 	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	if certFromFiles(rc) {
-		if rc, err = withRotatingCert(rc, source, cfg, d); err != nil {
+	h1, rt, err := transportFor(http1Only(rc), source, cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	watchRT := rt
+	if cfg.HTTP2 {
+		if rc, watchRT, err = transportFor(rc, source, cfg, d); err != nil {
 			return nil, err
+		}
+	} else {
+		rc = h1
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("building API client from %s: %w", source, err)
+	}
+	return &Upstream{URL: u, Transport: rt, WatchTransport: watchRT, REST: rc, Client: cs, Source: source}, nil
+}
+
+// http1Only is rc offering only HTTP/1.1 in TLS.
+func http1Only(rc *rest.Config) *rest.Config {
+	rc = rest.CopyConfig(rc)
+	rc.NextProtos = []string{"http/1.1"}
+	return rc
+}
+
+// transportFor builds the transport of rc (HTTP/2 unless rc.NextProtos rules it out), with the pool and
+// dialer tuned and a client certificate from files followed through rotations. It returns the
+// configuration the transport was built from, for clients that should share its settings.
+func transportFor(rc *rest.Config, source string, cfg Config, d *net.Dialer) (*rest.Config, http.RoundTripper, error) {
+	rc = rest.CopyConfig(rc)
+	if certFromFiles(rc) {
+		var err error
+		if rc, err = withRotatingCert(rc, source, cfg, d); err != nil {
+			return nil, nil, err
 		}
 	} else {
 		rc.Dial = d.DialContext
@@ -131,13 +166,9 @@ func FromREST(rc *rest.Config, source string, cfg Config) (*Upstream, error) {
 	}
 	rt, err := rest.TransportFor(rc)
 	if err != nil {
-		return nil, fmt.Errorf("building API server transport from %s: %w", source, err)
+		return nil, nil, fmt.Errorf("building API server transport from %s: %w", source, err)
 	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("building API client from %s: %w", source, err)
-	}
-	return &Upstream{URL: u, Transport: rt, REST: rc, Client: cs, Source: source}, nil
+	return rc, rt, nil
 }
 
 // tune sizes the HTTP/1.1 pool and leaves response headers unbounded: watches answer late by design, and
