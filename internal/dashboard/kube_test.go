@@ -8,6 +8,8 @@ import (
 
 	authzv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	clientfeatures "k8s.io/client-go/features"
+	clientfeaturestesting "k8s.io/client-go/features/testing"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -15,8 +17,10 @@ import (
 // TestKubeViewSaysWhatIsMissing: without the rights to read pods, the view says so on the page (and
 // starts the parts it may read) instead of running a watch the API server refuses.
 func TestKubeViewSaysWhatIsMissing(t *testing.T) {
-	// The fake clientset cannot stream a watch-list; list then watch instead (read once, at first use).
-	t.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	// The fake clientset cannot stream a watch-list: list then watch instead. Set on client-go's feature
+	// gates themselves, for this test only: the environment variable is read once per process, at first
+	// use, which an earlier test of the package has already made.
+	clientfeaturestesting.SetFeatureDuringTest(t, clientfeatures.WatchListClient, false)
 	client := fake.NewClientset()
 	client.PrependReactor("create", "selfsubjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		r := a.(k8stesting.CreateAction).GetObject().(*authzv1.SelfSubjectAccessReview)
