@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
@@ -83,6 +84,7 @@ type globals struct {
 	kubeconfig, context, namespace string
 	logFormat, logLevel            string
 	stdout, stderr                 io.Writer
+	logw                           io.Writer // stderr for log lines (logWriter)
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
@@ -110,6 +112,27 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
+// logWriter is stderr for log lines, one Write at a time: the logger and the gateway's access log
+// (which formats its lines itself) share it.
+func (g *globals) logWriter() io.Writer {
+	if g.logw == nil {
+		g.logw = &lockedWriter{w: g.stderr}
+	}
+	return g.logw
+}
+
+// lockedWriter serializes Writes to w, so whole lines from several writers never interleave.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 func (g *globals) logger() (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
@@ -118,9 +141,9 @@ func (g *globals) logger() (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch g.logFormat {
 	case "text":
-		return slog.New(slog.NewTextHandler(g.stderr, opts)), nil
+		return slog.New(slog.NewTextHandler(g.logWriter(), opts)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(g.stderr, opts)), nil
+		return slog.New(slog.NewJSONHandler(g.logWriter(), opts)), nil
 	default:
 		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", g.logFormat)}
 	}

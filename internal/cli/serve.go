@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,6 +39,10 @@ func newServe(g *globals) *cobra.Command {
 				return usageError{err}
 			}
 			cfg.Logger = log
+			if cfg.Gateway.AccessLog && log.Enabled(cmd.Context(), slog.LevelInfo) {
+				// The gateway writes its access log itself, in the same format, at a fraction of slog's cost.
+				cfg.Gateway.AccessLogWriter, cfg.Gateway.AccessLogJSON = g.logWriter(), g.logFormat == "json"
+			}
 			cfg.Upstream.Kubeconfig, cfg.Upstream.Context, cfg.Namespace = g.kubeconfig, g.context, g.namespace
 			return serve.Run(cmd.Context(), cfg)
 		},

@@ -106,33 +106,18 @@ func (g *Gateway) logRequest(r *http.Request, rw *recordingWriter) {
 	if !g.cfg.AccessLog {
 		return
 	}
-	level := slog.LevelInfo
+	line := accessLine{level: slog.LevelInfo, client: rec.client, method: r.Method, path: r.URL.Path, status: code,
+		bytes: rw.bytes, duration: elapsed, identity: rec.identity.String(), route: rule, query: r.URL.RawQuery, watch: rec.watch,
+		auditID: rec.auditID, reason: rec.reason}
 	if code >= 500 {
-		level = slog.LevelWarn
+		line.level = slog.LevelWarn
 	}
-	attrs := []slog.Attr{
-		slog.String("client", rec.client.String()),
-		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
-		slog.Int("status", code),
-		slog.Int64("bytes", rw.bytes),
-		slog.Duration("duration", elapsed),
-		slog.String("identity", rec.identity.String()),
-		slog.String("route", rule),
+	if g.accessOut != nil {
+		line.time = time.Now()
+		g.accessOut.write(&line)
+		return
 	}
-	if r.URL.RawQuery != "" {
-		attrs = append(attrs, slog.String("query", r.URL.RawQuery))
-	}
-	if rec.watch {
-		attrs = append(attrs, slog.Bool("watch", true))
-	}
-	if rec.auditID != "" {
-		attrs = append(attrs, slog.String("audit_id", rec.auditID))
-	}
-	if rec.reason != "" {
-		attrs = append(attrs, slog.String("reason", rec.reason))
-	}
-	g.access.LogAttrs(r.Context(), level, "request", attrs...)
+	g.access.LogAttrs(r.Context(), line.level, "request", line.attrs()...)
 }
 
 // dashboardEvent is the record as the fleet dashboard takes it: no credential, nothing allocated.

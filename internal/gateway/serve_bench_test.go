@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -139,7 +138,7 @@ func startBenchGateway(b *testing.B, up benchUpstream, http2, accessLog bool) st
 		Upstream: u.URL, Transport: u.Transport, Registry: registryOf(d),
 		Compact: true, AccessLog: accessLog, RingUserAgents: []string{DefaultRingUserAgent},
 		DeviceRate: 1e9, DeviceBurst: 1 << 30,
-		AccessLogger: slog.New(slog.NewTextHandler(logFile, nil)),
+		AccessLogWriter: logFile, // as picogate serve sets it: the text format, to stderr
 	})
 	if err != nil {
 		b.Fatal(err)
