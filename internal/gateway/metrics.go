@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"strconv"
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -24,6 +27,8 @@ type metrics struct {
 	deviceRequests *prometheus.CounterVec // device, code
 	deviceLimited  *prometheus.CounterVec // device
 	deviceLastSeen *prometheus.GaugeVec   // device
+
+	requestsBy, durationBy sync.Map // the series of requests and duration, by their labels (requestsFor, durationFor)
 }
 
 func newMetrics() *metrics {
@@ -59,6 +64,34 @@ func newMetrics() *metrics {
 		m.ringFit.WithLabelValues(a)
 	}
 	return m
+}
+
+// requestLabels are the labels of picogate_requests_total.
+type requestLabels struct {
+	code int
+	rule string
+}
+
+// requestsFor is picogate_requests_total's counter for code and rule, looked up in the vector once:
+// a request finds it in a sync.Map, without a lock, a hash of its labels or a string of its code.
+func (m *metrics) requestsFor(code int, rule string) prometheus.Counter {
+	k := requestLabels{code, rule}
+	if c, ok := m.requestsBy.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.requests.WithLabelValues(strconv.Itoa(code), rule)
+	m.requestsBy.Store(k, c)
+	return c
+}
+
+// durationFor is picogate_request_duration_seconds's histogram for rule, looked up once.
+func (m *metrics) durationFor(rule string) prometheus.Observer {
+	if o, ok := m.durationBy.Load(rule); ok {
+		return o.(prometheus.Observer)
+	}
+	o := m.duration.WithLabelValues(rule)
+	m.durationBy.Store(rule, o)
+	return o
 }
 
 // forgetDevice drops a removed device's series so the label set stays bounded by the registry.

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
@@ -79,14 +78,13 @@ func (g *Gateway) logRequest(r *http.Request, rw *recordingWriter) {
 		}
 	}
 	elapsed := time.Since(rec.start)
-	codeStr := strconv.Itoa(code)
 	rule := rec.rule
 	if rule == "" {
 		rule = "none"
 	}
-	g.metrics.requests.WithLabelValues(codeStr, rule).Inc()
+	g.metrics.requestsFor(code, rule).Inc()
 	if !rec.watch {
-		g.metrics.duration.WithLabelValues(rule).Observe(elapsed.Seconds())
+		g.metrics.durationFor(rule).Observe(elapsed.Seconds())
 		if rw.head+rw.bytes > int64(g.cfg.RingBytes) {
 			client := "other"
 			if g.ringClient(r) {
@@ -97,8 +95,9 @@ func (g *Gateway) logRequest(r *http.Request, rw *recordingWriter) {
 	}
 	g.metrics.responseBytes.Add(float64(rw.bytes))
 	if d := rec.identity.Device(); d != nil {
-		g.metrics.deviceRequests.WithLabelValues(d.Name, codeStr).Inc()
-		g.metrics.deviceLastSeen.WithLabelValues(d.Name).Set(float64(rec.start.Unix()))
+		st := rec.identity.state
+		st.requestsFor(g.metrics, d.Name, code).Inc()
+		st.lastSeen.Set(float64(rec.start.Unix()))
 	}
 	if g.cfg.OnRequest != nil {
 		g.cfg.OnRequest(dashboardEvent(r, rec, code, elapsed))

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -17,6 +18,8 @@ import (
 type deviceState struct {
 	limiter     *rate.Limiter
 	rateLimited prometheus.Counter
+	lastSeen    prometheus.Gauge
+	requests    sync.Map // int code → prometheus.Counter (requestsFor)
 	openWatches atomic.Int64
 	watches     sync.Map // *watchHandle → struct{}: open watches, ended when the device is revoked
 	nonces      atomic.Pointer[hmacauth.NonceCache]
@@ -42,9 +45,20 @@ func (s *deviceStates) get(name string) *deviceState {
 	st := &deviceState{
 		limiter:     rate.NewLimiter(rate.Limit(s.g.cfg.DeviceRate), s.g.cfg.DeviceBurst),
 		rateLimited: s.g.metrics.deviceLimited.WithLabelValues(name),
+		lastSeen:    s.g.metrics.deviceLastSeen.WithLabelValues(name),
 	}
 	s.m.Store(name, st)
 	return st
+}
+
+// requestsFor is the device's picogate_device_requests_total counter for code, looked up once.
+func (st *deviceState) requestsFor(m *metrics, name string, code int) prometheus.Counter {
+	if c, ok := st.requests.Load(code); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.deviceRequests.WithLabelValues(name, strconv.Itoa(code))
+	st.requests.Store(code, c)
+	return c
 }
 
 // changed is called by the registry when a device is rotated, revoked or deleted: its open watches end
