@@ -158,11 +158,11 @@ func TestLeaseHonoursRetryAfter(t *testing.T) {
 		if len(times) == 1 {
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusTooManyRequests)
-			w.Write([]byte(`{"kind":"Status","code":429,"reason":"TooManyRequests","message":"slow down"}`))
+			_, _ = w.Write([]byte(`{"kind":"Status","code":429,"reason":"TooManyRequests","message":"slow down"}`))
 			return
 		}
 		w.WriteHeader(http.StatusCreated)
-		w.Write([]byte(`{"kind":"Lease"}`))
+		_, _ = w.Write([]byte(`{"kind":"Lease"}`))
 	}))
 	defer srv.Close()
 	a, err := New(Config{Name: "pico-1", Gateway: srv.URL, Token: "pgt_test", BackoffMin: 10 * time.Millisecond})
@@ -209,10 +209,10 @@ func TestStatusRetryWaitsForRetryAfter(t *testing.T) {
 		if len(times) <= 2 {
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			w.Write([]byte(`{"kind":"Status","code":503,"reason":"ServiceUnavailable","message":"busy"}`))
+			_, _ = w.Write([]byte(`{"kind":"Status","code":503,"reason":"ServiceUnavailable","message":"busy"}`))
 			return
 		}
-		w.Write([]byte(`{"kind":"Node","metadata":{"name":"pico-1"}}`))
+		_, _ = w.Write([]byte(`{"kind":"Node","metadata":{"name":"pico-1"}}`))
 	}))
 	defer srv.Close()
 	a, err := New(Config{Name: "pico-1", Gateway: srv.URL, Token: "pgt_test", InternalIP: "192.168.1.20", BackoffMin: 10 * time.Millisecond, StatusCheckInterval: 50 * time.Millisecond})

@@ -406,7 +406,7 @@ func TestCredentialHidesKey(t *testing.T) {
 	c := Credential{Name: "pico-1", Key: seq(0xa0, 32), Code: 201}
 	k := hex.EncodeToString(c.Key)
 	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%v %s", c, c), c.LogValue().String()} {
-		if strings.Contains(s, k) || strings.Contains(s, fmt.Sprint(c.Key)) {
+		if strings.Contains(s, k) || strings.Contains(s, fmt.Sprintf("%v", c.Key)) {
 			t.Fatalf("got %q, want no key", s)
 		}
 	}

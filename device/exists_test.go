@@ -25,11 +25,11 @@ func TestCreateOfAnExistingObjectIsNoError(t *testing.T) {
 		switch {
 		case r.Method == "POST":
 			w.WriteHeader(http.StatusConflict)
-			w.Write([]byte(`{"kind":"Status","code":409,"reason":"AlreadyExists","message":"it exists"}`))
+			_, _ = w.Write([]byte(`{"kind":"Status","code":409,"reason":"AlreadyExists","message":"it exists"}`))
 		case r.URL.Path == "/api/v1/nodes/pico-1":
-			w.Write([]byte(`{"kind":"Node","metadata":{"name":"pico-1","uid":"u-1"}}`))
+			_, _ = w.Write([]byte(`{"kind":"Node","metadata":{"name":"pico-1","uid":"u-1"}}`))
 		default:
-			w.Write([]byte(`{"kind":"Lease","metadata":{"name":"pico-1"}}`))
+			_, _ = w.Write([]byte(`{"kind":"Lease","metadata":{"name":"pico-1"}}`))
 		}
 	}))
 	defer srv.Close()

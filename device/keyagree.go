@@ -39,7 +39,7 @@ const (
 // function never fails on input the gateway has not yet validated.
 func EnrollTranscript(gatewayKey, ephemeralKey []byte, name, hardwareID, token string) [32]byte {
 	h := sha256.New()
-	io.WriteString(h, enrollLabel)
+	h.Write([]byte(enrollLabel))
 	h.Write([]byte{0})
 	h.Write(gatewayKey)
 	h.Write(ephemeralKey)
@@ -60,7 +60,7 @@ func EnrollTranscript(gatewayKey, ephemeralKey []byte, name, hardwareID, token s
 // if the signed request carrying E were replayed. Name follows EnrollTranscript's length rule.
 func RotateTranscript(gatewayKey, ephemeralKey []byte, name string, currentKey []byte) [32]byte {
 	h := sha256.New()
-	io.WriteString(h, rotateLabel)
+	h.Write([]byte(rotateLabel))
 	h.Write([]byte{0})
 	h.Write(gatewayKey)
 	h.Write(ephemeralKey)
@@ -80,7 +80,7 @@ func writeLP(h hash.Hash, s string) {
 	var n [2]byte
 	binary.BigEndian.PutUint16(n[:], uint16(len(s)))
 	h.Write(n[:])
-	io.WriteString(h, s)
+	h.Write([]byte(s))
 }
 
 // DeriveKey returns the device key and the confirmation for a transcript, from the X25519 shared secret:
@@ -104,7 +104,7 @@ func DeriveKey(sharedSecret []byte, transcript [32]byte) (key, confirm []byte, e
 		return nil, nil, fmt.Errorf("key agreement: %w", err)
 	}
 	m := hmac.New(sha256.New, key)
-	io.WriteString(m, confirmLabel)
+	m.Write([]byte(confirmLabel))
 	m.Write(transcript[:])
 	return key, m.Sum(nil), nil
 }

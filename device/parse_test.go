@@ -226,7 +226,9 @@ func TestWatchStreamGolden(t *testing.T) {
 			}
 			golden := filepath.Join("testdata", "parsed", name+".txt")
 			if *update {
-				os.WriteFile(golden, out.Bytes(), 0o644)
+				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
 			}
 			want, err := os.ReadFile(golden)
 			if err != nil {

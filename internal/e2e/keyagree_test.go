@@ -100,8 +100,8 @@ func (r *tapRelay) relay(c net.Conn, target string) {
 	pipe := func(dst, src net.Conn) {
 		_, _ = io.Copy(io.MultiWriter(dst, r), src)
 		// One side finished: end both, so the other copy returns too.
-		c.SetDeadline(time.Now())
-		up.SetDeadline(time.Now())
+		_ = c.SetDeadline(time.Now())
+		_ = up.SetDeadline(time.Now())
 		done <- struct{}{}
 	}
 	go pipe(up, c)

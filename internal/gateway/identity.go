@@ -19,8 +19,8 @@ const (
 type identityKind uint8
 
 const (
-	// anonymous requests are never forwarded: the gateway's anonymous endpoints (time, enrollment).
-	anonymous identityKind = iota
+	// The zero kind is anonymous, never forwarded: the gateway's anonymous endpoints (time, enrollment).
+	_ identityKind = iota
 	// deviceIdentity requests are forwarded as the device's own node.
 	deviceIdentity
 	// sharedIdentity requests carry no credential and are forwarded as SharedUser (--shared-identity).

@@ -30,7 +30,6 @@ type fakeAPI struct {
 	as       []asdevice.Identity
 	fail     error // returned for every request while set
 	refuse   int   // answered with this code while set
-	noLease  bool
 	nodeGone bool
 }
 
@@ -113,14 +112,6 @@ func (f *fakeAPI) calls() []string {
 	}
 	f.reqs = nil
 	return out
-}
-
-func (f *fakeAPI) lastBody() map[string]any {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var m map[string]any
-	_ = json.Unmarshal(f.reqs[len(f.reqs)-1].Body, &m)
-	return m
 }
 
 type clock struct{ t time.Time }

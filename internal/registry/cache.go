@@ -146,11 +146,11 @@ func (r *Cache) HasSynced() bool { return r.informer.HasSynced() }
 // WatchError returns the last watch failure and when it happened, if the informer has not listed or
 // watched the device records successfully since. Only the informer's own requests set and clear it, so
 // reading it (the readiness probe) changes nothing.
-func (r *Cache) WatchError() (error, time.Time) {
+func (r *Cache) WatchError() (time.Time, error) {
 	if w := r.watchErr.Load(); w != nil {
-		return w.err, w.at
+		return w.at, w.err
 	}
-	return nil, time.Time{}
+	return time.Time{}, nil
 }
 
 // reached forgets a watch failure once one of the informer's list or watch requests succeeds again.

@@ -281,7 +281,7 @@ func registryCheck(reg *registry.Cache) func(ctx context.Context) error {
 		if !reg.HasSynced() {
 			return errors.New("device registry not synced yet")
 		}
-		if werr, at := reg.WatchError(); werr != nil {
+		if at, werr := reg.WatchError(); werr != nil {
 			return health.Degraded{Err: fmt.Errorf("serving the registry synced before %s: %w", at.Format(time.RFC3339), werr)}
 		}
 		return nil

@@ -225,7 +225,10 @@ func (f *firmwareDevice) sendExtra(ctx context.Context, method, path, ctype stri
 		return 0, "", err
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(firmwareIOTimeout))
+	if err := conn.SetDeadline(time.Now().Add(firmwareIOTimeout)); err != nil {
+		f.fail("network", err.Error())
+		return 0, "", err
+	}
 	if _, err := conn.Write(f.req); err != nil {
 		f.fail("network", err.Error())
 		return 0, "", err
