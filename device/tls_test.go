@@ -57,7 +57,7 @@ func TestPinnedTLSTrustsOnlyItsCA(t *testing.T) {
 		hits.Add(1)
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusForbidden)
-		w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403}`))
+		_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403}`))
 	}))
 	defer srv.Close()
 	k, err := ecdh.X25519().GenerateKey(rand.Reader)
