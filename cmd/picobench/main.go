@@ -36,6 +36,8 @@ func run() error {
 	flag.DurationVar(&cfg.FleetDuration, "fleet-duration", 0, "time per fleet size (default 60s)")
 	flag.StringVar(&cfg.OutDir, "out", "docs", "folder for benchmarks.json and benchmarks.md")
 	flag.StringVar(&cfg.BinDir, "bin", "bin", "folder with picogate, picosim, kubectl and the control plane")
+	flag.BoolVar(&cfg.Handler, "handler", true, "also run the gateway's handler benchmarks for the allocations per request")
+	flag.StringVar(&cfg.CompareBin, "compare-bin", "", "another build of picogate, run as the target "+bench.TargetTokenBefore+" beside the others")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "folder to save a CPU profile of each picogate target into")
 	flag.BoolVar(&cfg.KeepWorkDir, "keep", false, "keep the run folder under tmp/ (configs and logs)")
 	flag.Parse()

@@ -55,6 +55,18 @@ type Config struct {
 	Fleet         []int
 	FleetDuration time.Duration
 
+	// Handler runs the gateway's handler benchmarks (go test -bench -benchmem, from the repository root)
+	// for the allocations per request.
+	Handler bool
+	// NotesFile is markdown shown in the report under "Cost per request, change by change": figures
+	// measured apart from this run (instruction counts, allocations). Default bench/cost-per-request.md;
+	// none if missing.
+	NotesFile string
+
+	// CompareBin, when set, is another build of picogate, run as the target picogate-token-before beside
+	// the others, so one interleaved run shows what a change did.
+	CompareBin string
+
 	// CPUProfile, when set, starts the picogate targets with --profiling (when the binary has it) and
 	// fetches a CPU profile of each during an extra, unreported GET window into this folder.
 	CPUProfile string
@@ -88,6 +100,7 @@ func (cfg Config) withDefaults() Config {
 	def(&cfg.BinDir, "bin")
 	def(&cfg.NginxConfDir, "bench")
 	def(&cfg.OutDir, "docs")
+	def(&cfg.NotesFile, "bench/cost-per-request.md")
 	if cfg.Nginx == "" {
 		cfg.Nginx = "/usr/sbin/nginx"
 		if p, err := exec.LookPath("nginx"); err == nil {
@@ -96,6 +109,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if len(cfg.Targets) == 0 {
 		cfg.Targets = AllTargets
+		if cfg.CompareBin != "" {
+			cfg.Targets = append(slices.Clone(AllTargets), TargetTokenBefore)
+		}
 	}
 	if len(cfg.Workloads) == 0 {
 		cfg.Workloads = AllWorkloads
@@ -130,9 +146,15 @@ func (cfg Config) withDefaults() Config {
 func (cfg Config) validate() error {
 	var errs []error
 	for _, t := range cfg.Targets {
-		if !slices.Contains(AllTargets, t) {
+		switch {
+		case t == TargetTokenBefore && cfg.CompareBin == "":
+			errs = append(errs, fmt.Errorf("target %s needs --compare-bin", t))
+		case t != TargetTokenBefore && !slices.Contains(AllTargets, t):
 			errs = append(errs, fmt.Errorf("target %q: want one of %v", t, AllTargets))
 		}
+	}
+	if cfg.CompareBin != "" && !executable(cfg.CompareBin) {
+		errs = append(errs, fmt.Errorf("--compare-bin %s: not an executable", cfg.CompareBin))
 	}
 	for _, w := range cfg.Workloads {
 		if !slices.Contains(AllWorkloads, w) {

@@ -19,13 +19,14 @@ var workloadTitles = map[string]string{
 
 // targetNotes say what each target is.
 var targetNotes = map[string]string{
-	TargetDirect:     "HTTPS straight to kube-apiserver with the admin client certificate (no proxy; TLS sessions resumed)",
-	TargetNginxSeed:  "nginx with bench/nginx-seed.conf: the design rationale's proxy, a new TLS connection upstream per request",
-	TargetNginxTuned: "nginx with bench/nginx-tuned.conf: upstream keepalive pool (the baseline of every ratio)",
-	TargetKubectl:    "`kubectl proxy` with the admin kubeconfig",
-	TargetShared:     "`picogate serve --shared-identity`: no device credential, forwarded as the gateway's own identity",
-	TargetToken:      "`picogate serve`, per-device tokens: each connection is its own device, impersonated as its own node; access log on, as a user runs it",
-	TargetTokenNoLog: "the same with `--access-log=false`, to show what the access log costs",
+	TargetDirect:      "HTTPS straight to kube-apiserver with the admin client certificate (no proxy; TLS sessions resumed)",
+	TargetNginxSeed:   "nginx with bench/nginx-seed.conf: the design rationale's proxy, a new TLS connection upstream per request",
+	TargetNginxTuned:  "nginx with bench/nginx-tuned.conf: upstream keepalive pool (the baseline of every ratio)",
+	TargetKubectl:     "`kubectl proxy` with the admin kubeconfig",
+	TargetShared:      "`picogate serve --shared-identity`: no device credential, forwarded as the restricted identity picogate:shared",
+	TargetToken:       "`picogate serve`, per-device tokens: each connection is its own device, impersonated as its own node; access log on, as a user runs it",
+	TargetTokenNoLog:  "the same with `--access-log=false`, to show what the access log costs",
+	TargetTokenBefore: "picogate-token run from another build (`--compare-bin`), to show what changed in between",
 }
 
 // Markdown renders the report as docs/benchmarks.md.
@@ -46,6 +47,18 @@ func (r *Report) Markdown(w io.Writer) {
 		r.settingsSection(w)
 		r.goalsSection(w)
 		r.resultsSection(w)
+	}
+	if len(r.Handler) > 0 {
+		p("## Allocations per request\n\n")
+		p("The request path through the whole handler with the access log on, upstream answered in memory (`go test -bench -benchmem` on\n")
+		p("internal/gateway: exact, whatever the machine's load).\n\n| benchmark | bytes/request | allocations/request |\n|---|--:|--:|\n")
+		for _, h := range r.Handler {
+			p("| %s | %d | %d |\n", h.Benchmark, h.BytesPerOp, h.AllocsPerOp)
+		}
+		p("\n")
+	}
+	if r.Notes != "" {
+		p("## Cost per request, change by change\n\n%s\n\n", r.Notes)
 	}
 	if len(r.Profiles) > 0 {
 		p("## CPU profiles\n\n")

@@ -25,6 +25,10 @@ type Report struct {
 	Goals    []Goal        `json:"goals"`
 	Fleet    *FleetReport  `json:"fleet,omitempty"`
 	Profiles []ProfileNote `json:"profiles,omitempty"`
+	// Handler is what picogate's request path allocates per request (go test -bench on the handler).
+	Handler []HandlerCost `json:"handler,omitempty"`
+	// Notes are Config.NotesFile's text: what each change did to the cost per request, measured apart.
+	Notes string `json:"-"`
 }
 
 // Machine is where the numbers were taken.

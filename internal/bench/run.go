@@ -133,6 +133,14 @@ func (b *Bench) runTargets(ctx context.Context, l *lab, rep *Report) (err error)
 			}
 		}
 	}
+	if cfg.Handler {
+		b.progress("handler benchmarks (go test -bench)")
+		var err error
+		if rep.Handler, err = handlerCosts(ctx); err != nil {
+			cfg.Logger.Warn("no allocation figures", "err", err)
+		}
+	}
+	rep.Notes = readNotes(cfg.NotesFile)
 	rep.Settings.LoadAverage[1] = loadAvg()
 	rep.finish()
 	return nil

@@ -23,6 +23,9 @@ const (
 	// TargetTokenNoLog is picogate-token with --access-log=false: not how a user runs it, so it is
 	// reported apart, to show what the access log costs.
 	TargetTokenNoLog = "picogate-token-nolog"
+	// TargetTokenBefore is picogate-token run from Config.CompareBin, another build of picogate, so one
+	// interleaved run shows what a change did. Run only when CompareBin is set.
+	TargetTokenBefore = "picogate-token-before"
 )
 
 // AllTargets is the default --targets, in report order.
@@ -88,7 +91,7 @@ func (l *lab) startTarget(ctx context.Context, name string) (*target, error) {
 		err = l.startNginx(ctx, t)
 	case TargetKubectl:
 		err = l.startKubectl(ctx, t)
-	case TargetShared, TargetToken, TargetTokenNoLog:
+	case TargetShared, TargetToken, TargetTokenNoLog, TargetTokenBefore:
 		err = l.startPicogate(ctx, t)
 	default:
 		err = fmt.Errorf("unknown target %q", name)
@@ -145,7 +148,11 @@ func (l *lab) startPicogate(ctx context.Context, t *target) error {
 		return err
 	}
 	t.adminAddr = admin
-	args := []string{filepath.Join(l.cfg.BinDir, "picogate"), "serve", "--kubeconfig", l.cp.AdminKubeconfig(),
+	bin := filepath.Join(l.cfg.BinDir, "picogate")
+	if t.name == TargetTokenBefore {
+		bin = l.cfg.CompareBin
+	}
+	args := []string{bin, "serve", "--kubeconfig", l.cp.AdminKubeconfig(),
 		"--listen", t.endpoint.Addr, "--admin-listen", admin}
 	if l.cfg.CPUProfile != "" && l.picogateHas(ctx, "--profiling") {
 		args = append(args, "--profiling")
