@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -26,7 +27,7 @@ type rotatingTransport struct {
 	certFile, keyFile string
 	interval          time.Duration
 	build             func(cert, key []byte) (*http.Transport, error)
-	log               *slog.Logger
+	log               *rotationLog
 
 	cur       atomic.Pointer[generation]
 	checking  atomic.Bool
@@ -46,12 +47,13 @@ type generation struct {
 // belong together: the moment between a rotation's two writes.
 const mismatchRetry = 200 * time.Millisecond
 
-func newRotatingTransport(certFile, keyFile string, interval time.Duration, log *slog.Logger, build func(cert, key []byte) (*http.Transport, error)) (*rotatingTransport, error) {
+func newRotatingTransport(certFile, keyFile string, interval time.Duration, log *rotationLog, build func(cert, key []byte) (*http.Transport, error)) (*rotatingTransport, error) {
 	t := &rotatingTransport{certFile: certFile, keyFile: keyFile, interval: interval, build: build, log: log}
 	cert, key, err := t.readPair()
 	if err != nil {
 		return nil, err
 	}
+	log.inUse(cert, key)
 	g, err := t.newGeneration(cert, key)
 	if err != nil {
 		return nil, err
@@ -109,7 +111,7 @@ func (t *rotatingTransport) check() time.Duration {
 		// the certificate in use meanwhile, and say so only when the problem persists.
 		msg := err.Error()
 		if prev := t.lastErr.Swap(&msg); prev != nil && *prev == msg {
-			t.log.Warn("client certificate files changed but cannot be used; keeping the certificate in use", "err", err)
+			t.log.log.Warn("client certificate files changed but cannot be used; keeping the certificate in use", "err", err)
 			return t.interval
 		}
 		return mismatchRetry
@@ -117,8 +119,43 @@ func (t *rotatingTransport) check() time.Duration {
 	t.lastErr.Store(nil)
 	t.cur.Store(g)
 	cur.retire()
-	t.log.Info("client certificate changed: new requests use it, requests in flight finish on the old connections", "cert", t.certFile)
+	t.log.changed(t.certFile, cert, key)
 	return t.interval
+}
+
+// rotationLog says once that the certificate changed, however many transports follow the same files:
+// the HTTP/1.1 pool and the HTTP/2 transport of watches each switch at their own next request, and an
+// operator reads of one rotation once.
+type rotationLog struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	last [sha256.Size]byte // the pair announced last, or in use from the start
+}
+
+func newRotationLog(log *slog.Logger) *rotationLog { return &rotationLog{log: log} }
+
+func pairSum(cert, key []byte) [sha256.Size]byte {
+	c, k := sha256.Sum256(cert), sha256.Sum256(key)
+	return sha256.Sum256(append(c[:], k[:]...))
+}
+
+// inUse records the pair a transport starts with.
+func (l *rotationLog) inUse(cert, key []byte) {
+	l.mu.Lock()
+	l.last = pairSum(cert, key)
+	l.mu.Unlock()
+}
+
+// changed logs that new requests use cert and key, unless another transport has said so already.
+func (l *rotationLog) changed(certFile string, cert, key []byte) {
+	sum := pairSum(cert, key)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sum == l.last {
+		return
+	}
+	l.last = sum
+	l.log.Info("client certificate changed: new requests use it, requests in flight finish on the old connections", "cert", certFile)
 }
 
 func (t *rotatingTransport) readPair() (cert, key []byte, err error) {

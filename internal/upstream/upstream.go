@@ -119,13 +119,14 @@ func FromREST(rc *rest.Config, source string, cfg Config) (*Upstream, error) {
 		u.Scheme = "https"
 	}
 	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	h1, rt, err := transportFor(http1Only(rc), source, cfg, d)
+	rotations := newRotationLog(cfg.Logger) // one for both transports: they follow the same files
+	h1, rt, err := transportFor(http1Only(rc), source, cfg, d, rotations)
 	if err != nil {
 		return nil, err
 	}
 	watchRT := rt
 	if cfg.HTTP2 {
-		if rc, watchRT, err = transportFor(rc, source, cfg, d); err != nil {
+		if rc, watchRT, err = transportFor(rc, source, cfg, d, rotations); err != nil {
 			return nil, err
 		}
 	} else {
@@ -148,11 +149,11 @@ func http1Only(rc *rest.Config) *rest.Config {
 // transportFor builds the transport of rc (HTTP/2 unless rc.NextProtos rules it out), with the pool and
 // dialer tuned and a client certificate from files followed through rotations. It returns the
 // configuration the transport was built from, for clients that should share its settings.
-func transportFor(rc *rest.Config, source string, cfg Config, d *net.Dialer) (*rest.Config, http.RoundTripper, error) {
+func transportFor(rc *rest.Config, source string, cfg Config, d *net.Dialer, rotations *rotationLog) (*rest.Config, http.RoundTripper, error) {
 	rc = rest.CopyConfig(rc)
 	if certFromFiles(rc) {
 		var err error
-		if rc, err = withRotatingCert(rc, source, cfg, d); err != nil {
+		if rc, err = withRotatingCert(rc, source, cfg, d, rotations); err != nil {
 			return nil, nil, err
 		}
 	} else {
@@ -189,7 +190,7 @@ func certFromFiles(rc *rest.Config) bool {
 // withRotatingCert returns a copy of rc whose TLS is carried by a rotatingTransport over the certificate
 // files, so the typed client and the forwarding transport both follow a rotation. Everything else of rc
 // (bearer tokens, impersonation, user agent) still applies on top.
-func withRotatingCert(rc *rest.Config, source string, cfg Config, d *net.Dialer) (*rest.Config, error) {
+func withRotatingCert(rc *rest.Config, source string, cfg Config, d *net.Dialer, rotations *rotationLog) (*rest.Config, error) {
 	base := rest.CopyConfig(rc)
 	base.CertFile, base.KeyFile = "", ""
 	build := func(cert, key []byte) (*http.Transport, error) {
@@ -203,7 +204,7 @@ func withRotatingCert(rc *rest.Config, source string, cfg Config, d *net.Dialer)
 		tune(t, cfg)
 		return utilnet.SetTransportDefaults(t), nil
 	}
-	rot, err := newRotatingTransport(rc.CertFile, rc.KeyFile, cfg.CertReloadInterval, cfg.Logger, build)
+	rot, err := newRotatingTransport(rc.CertFile, rc.KeyFile, cfg.CertReloadInterval, rotations, build)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig (%s): %w", source, err)
 	}
