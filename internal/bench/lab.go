@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/picogate/picogate/internal/controlplane"
+	"github.com/picogate/picogate/internal/registry"
 )
 
 // lab is the shared ground every target is measured on: one control plane and the objects the
@@ -230,6 +231,9 @@ func firmwareNode(name string) *corev1.Node {
 			"kubernetes.io/arch": "arm", "kubernetes.io/os": "linux", "kubernetes.io/hostname": name,
 			"node.kubernetes.io/instance-type": "rp2040-pico", "beta.kubernetes.io/arch": "arm", "beta.kubernetes.io/os": "linux",
 			loadNodeLabel: "true",
+			// As the gateway marks a Node a device creates through it: picogate refuses a device
+			// whose name an unmarked (real) Node has.
+			registry.NodeMarkerLabel: "true",
 		}},
 		Status: corev1.NodeStatus{
 			Capacity: res, Allocatable: res,
