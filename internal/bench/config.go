@@ -149,7 +149,7 @@ func (cfg Config) validate() error {
 		switch {
 		case t == TargetTokenBefore && cfg.CompareBin == "":
 			errs = append(errs, fmt.Errorf("target %s needs --compare-bin", t))
-		case t != TargetTokenBefore && !slices.Contains(AllTargets, t):
+		case t != TargetTokenBefore && t != TargetShared && !slices.Contains(AllTargets, t):
 			errs = append(errs, fmt.Errorf("target %q: want one of %v", t, AllTargets))
 		}
 	}
