@@ -383,14 +383,18 @@ func TestDeviceWatches(t *testing.T) {
 	h := g.deviceWatches(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		open.Done()
 		<-r.Context().Done()
-		ended <- struct{}{}
 	}))
+	// serve reports a watch ended once deviceWatches has returned, so its count is settled by then.
+	serve := func(r *http.Request) {
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		ended <- struct{}{}
+	}
 	watch := func(ctx context.Context, d *registry.Device) *http.Request {
 		return prepared(httptest.NewRequest("GET", "/api/v1/pods?watch=1", nil).WithContext(ctx), Identity{kind: deviceIdentity, device: d, state: g.states.get(d.Name)}, grant{rule: "pods", watch: true})
 	}
 	open.Add(2)
 	for range 2 {
-		go h.ServeHTTP(httptest.NewRecorder(), watch(context.Background(), d1))
+		go serve(watch(context.Background(), d1))
 	}
 	open.Wait()
 	rec := httptest.NewRecorder()
@@ -400,7 +404,7 @@ func TestDeviceWatches(t *testing.T) {
 	}
 	open.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
-	go h.ServeHTTP(httptest.NewRecorder(), watch(ctx, d2))
+	go serve(watch(ctx, d2))
 	open.Wait()
 	g.DeviceChanged(d1.Name, true)
 	<-ended
