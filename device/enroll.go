@@ -273,10 +273,14 @@ func (c *Client) Rotate(ctx context.Context, req RotateRequest) (Credential, err
 // exchange posts body until the gateway answers 200 or 201 with a credential, waiting out 202, 429
 // and 503, and checks the answer's keyConfirm against confirm. It clears key on every failure.
 func (c *Client) exchange(ctx context.Context, path string, body []byte, signer Signer, name string, key, confirm []byte) (Credential, error) {
+	last := 0 // the previous answer's code: a deadline that ends a poll says what it was waiting for
 	for {
 		code, wait, answer, err := c.post(ctx, path, body, signer)
 		if err != nil {
 			clear(key)
+			if ctx.Err() != nil && last != 0 {
+				return Credential{}, waitingError(ctx, last)
+			}
 			return Credential{}, err
 		}
 		if code == http.StatusOK || code == http.StatusCreated {
@@ -292,12 +296,10 @@ func (c *Client) exchange(ctx context.Context, path string, body []byte, signer 
 		case <-ctx.Done():
 			t.Stop()
 			clear(key)
-			if code == http.StatusAccepted {
-				return Credential{}, fmt.Errorf("still waiting for an operator's approval: %w", context.Cause(ctx))
-			}
-			return Credential{}, fmt.Errorf("gateway busy (%d): %w", code, context.Cause(ctx))
+			return Credential{}, waitingError(ctx, code)
 		case <-t.C:
 		}
+		last = code
 	}
 }
 
@@ -406,4 +408,13 @@ func validHardwareID(s string) bool {
 		}
 	}
 	return true
+}
+
+// waitingError is why a poll ended with ctx: the gateway's last answer was code (202: waiting for
+// approval; 429 or 503: busy).
+func waitingError(ctx context.Context, code int) error {
+	if code == http.StatusAccepted {
+		return fmt.Errorf("still waiting for an operator's approval: %w", context.Cause(ctx))
+	}
+	return fmt.Errorf("gateway busy (%d): %w", code, context.Cause(ctx))
 }
