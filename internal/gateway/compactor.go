@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -30,6 +31,13 @@ func (g *Gateway) compaction(next http.Handler) http.Handler {
 			}
 		}()
 		next.ServeHTTP(cw, r)
+		if cw.rec.upstream && !cw.watch && r.Context().Err() == context.DeadlineExceeded {
+			// The request's deadline passed while the API server's answer was relayed. The server ends
+			// its response when the gateway's cancellation reaches it, and net/http's client can read
+			// that end as a clean one (the cancellation closes the connection while a read is still
+			// waiting on it): what was read may be a prefix. Cut off, then, like a body that broke.
+			panic(http.ErrAbortHandler)
+		}
 		cw.finish()
 	})
 }

@@ -22,6 +22,7 @@ type record struct {
 	watch    bool
 	auditID  string // the API server's Audit-Id, so a log line can be joined with the audit log
 	reason   string // why picogate refused the request, or why it failed ("" if it did neither)
+	upstream bool   // the answer is the API server's, relayed (not one the gateway made)
 }
 
 func recordFrom(r *http.Request) *record { return &exchangeOf(r).rec }
@@ -38,6 +39,10 @@ func (rec *record) noteRule(rule string, watch bool) { rec.rule, rec.watch = rul
 
 // noteAuditID records the API server's Audit-Id of the answer (compaction).
 func (rec *record) noteAuditID(id string) { rec.auditID = id }
+
+// noteUpstream records that the API server's answer is being relayed (the proxy, once it has its
+// header).
+func (rec *record) noteUpstream() { rec.upstream = true }
 
 // noteRefusal records why the request was refused or failed, and the rule, unless a step before
 // already named one.

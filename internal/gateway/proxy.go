@@ -28,7 +28,7 @@ func (g *Gateway) newProxy() *httputil.ReverseProxy {
 		FlushInterval:  -1,
 		BufferPool:     &bufferPool{pool: sync.Pool{New: func() any { return new([copyBufSize]byte) }}},
 		ErrorHandler:   g.proxyError,
-		ModifyResponse: g.upstreamRefusedGateway,
+		ModifyResponse: g.upstreamAnswer,
 	}
 }
 
@@ -48,6 +48,12 @@ func (t byWatch) RoundTrip(r *http.Request) (*http.Response, error) {
 		return t.watch.RoundTrip(r)
 	}
 	return t.other.RoundTrip(r)
+}
+
+// upstreamAnswer records that the API server's answer is relayed, then upstreamRefusedGateway.
+func (g *Gateway) upstreamAnswer(res *http.Response) error {
+	recordFrom(res.Request).noteUpstream()
+	return g.upstreamRefusedGateway(res)
 }
 
 // upstreamRefusedGateway turns the API server's 401 into a 503 with Retry-After. Devices never send a
