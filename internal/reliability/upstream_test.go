@@ -283,6 +283,7 @@ func TestMisbehavingUpstream(t *testing.T) {
 	for _, c := range cases {
 		if c.watch {
 			tokens[c.name] = addDevice(t, c.name).Token
+			t.Cleanup(func() { picogateCLI(t, "device", "remove", c.name) })
 		}
 	}
 	srv := brokenUpstream(t, cases)
