@@ -54,7 +54,6 @@ func TestAPIServerOutageUnderLoad(t *testing.T) {
 	if err != nil || w.code != http.StatusOK {
 		t.Fatalf("opening a watch: %v (status %d)", err, w.code)
 	}
-	time.Sleep(500 * time.Millisecond) // the watch is established upstream
 
 	killing := time.Now()
 	if err := c.StopAPIServer(); err != nil {

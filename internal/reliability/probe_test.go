@@ -305,7 +305,9 @@ type watchStream struct {
 	err    error // nil: the stream ended cleanly (terminating chunk); else how it broke
 }
 
-// openWatch starts a pod watch for node as the device with token and reads it in the background.
+// openWatch starts a pod watch for node as the device with token and reads it in the background. It
+// returns once the answer's header has come: the API server sends it when the watch is registered, so a
+// 200 means the watch is established upstream.
 func openWatch(addr, token, node string) (*watchStream, error) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {

@@ -44,7 +44,6 @@ func TestGatewayRestartUnderLoad(t *testing.T) {
 	if err != nil || w.code != http.StatusOK {
 		t.Fatalf("opening a watch: %v", err)
 	}
-	time.Sleep(time.Second)
 
 	stopping := time.Now()
 	gw.Stop()

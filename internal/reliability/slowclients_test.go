@@ -119,7 +119,14 @@ func TestSlowAndIdleClients(t *testing.T) {
 		t.Errorf("attacking connections not all closed: %v", err)
 	}
 	peak := mustProcMem(t, gw)
-	time.Sleep(2 * time.Second) // the gateway reaps its side
+	// The gateway reaps its side of each connection after the client's side is closed: wait until its
+	// descriptors and goroutines are back within the bounds checked below (the check reports if not).
+	_, _ = waitFor(10*time.Second, 100*time.Millisecond, func() error {
+		if fds, g := openFDs(t, gw), metrics(t, gw)["go_goroutines"]; fds > baseFDs+50 || g > baseGoroutines+200 {
+			return fmt.Errorf("%d fds, %.0f goroutines", fds, g)
+		}
+		return nil
+	})
 	afterMem, afterFDs := mustProcMem(t, gw), openFDs(t, gw)
 	afterGoroutines := metrics(t, gw)["go_goroutines"]
 	attackEnd := time.Now()
