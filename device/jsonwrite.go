@@ -13,7 +13,12 @@ import (
 const hexDigits = "0123456789abcdef"
 
 // appendStr appends s as a JSON string.
-func appendStr(b []byte, s string) []byte {
+func appendStr(b []byte, s string) []byte { return AppendJSONString(b, s) }
+
+// AppendJSONString appends s as a JSON string, escaped as encoding/json and log/slog's JSONHandler escape
+// it (control characters, quote and backslash; invalid UTF-8 as U+FFFD; U+2028 and U+2029), allocating
+// nothing beyond b's growth. The gateway's access log uses it too, so there is one escaper.
+func AppendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -45,6 +50,14 @@ func appendStr(b []byte, s string) []byte {
 			b = append(b, s[start:i]...)
 			b = append(b, `\ufffd`...)
 			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, `\u202`...)
+			b = append(b, hexDigits[r&0xf])
+			i += size
 			start = i
 			continue
 		}
