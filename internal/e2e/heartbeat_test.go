@@ -73,13 +73,15 @@ func (c *hbCluster) cli(t *testing.T, args ...string) string {
 	return o.String()
 }
 
-// addDevice registers a token device and returns the one header the firmware adds for it.
-func (c *hbCluster) addDevice(t *testing.T, name string) string {
+// addDevice registers a token device, waits until gw accepts it (the registry is watched, so a request
+// sent at once could meet a 401), and returns the one header the firmware adds for it.
+func (c *hbCluster) addDevice(t *testing.T, gw *gatewaytest.Gateway, name string) string {
 	t.Helper()
 	var cred credential
 	if err := json.Unmarshal([]byte(c.cli(t, "device", "add", name, "-o", "json")), &cred); err != nil {
 		t.Fatal(err)
 	}
+	waitAuthenticated(t, gw, cred.Token)
 	return "Authorization: Bearer " + cred.Token
 }
 
@@ -174,7 +176,7 @@ func TestHeartbeatTranslation(t *testing.T) {
 
 	t.Run("heartbeat-only PATCHes write no Node", func(t *testing.T) {
 		const name = "hb-quiet"
-		auth := c.addDevice(t, name)
+		auth := c.addDevice(t, gw, name)
 		if r := firmwareDo(t, gw.Addr, "", "POST", "/api/v1/nodes", "application/json", firmwareNode(t, name, "127.0.0.1"), auth); r.code != 201 {
 			t.Fatalf("POST node: got %d %s", r.code, r.body)
 		}
@@ -211,8 +213,10 @@ func TestHeartbeatTranslation(t *testing.T) {
 
 	t.Run("a status change reaches the Node within one heartbeat", func(t *testing.T) {
 		const name = "hb-change"
-		auth := c.addDevice(t, name)
-		firmwareDo(t, gw.Addr, "", "POST", "/api/v1/nodes", "application/json", firmwareNode(t, name, "127.0.0.1"), auth)
+		auth := c.addDevice(t, gw, name)
+		if r := firmwareDo(t, gw.Addr, "", "POST", "/api/v1/nodes", "application/json", firmwareNode(t, name, "127.0.0.1"), auth); r.code != 201 {
+			t.Fatalf("POST node: got %d %s, want 201", r.code, r.body)
+		}
 		for range 2 {
 			firmwareDo(t, gw.Addr, "", "PATCH", "/api/v1/nodes/"+name+"/status", "application/strategic-merge-patch+json", firmwareHeartbeat("127.0.0.1"), auth)
 		}
@@ -233,8 +237,10 @@ func TestHeartbeatTranslation(t *testing.T) {
 
 	t.Run("a node Unknown after silence is Ready again at its next heartbeat", func(t *testing.T) {
 		const name = "hb-silent"
-		auth := c.addDevice(t, name)
-		firmwareDo(t, gw.Addr, "", "POST", "/api/v1/nodes", "application/json", firmwareNode(t, name, "127.0.0.1"), auth)
+		auth := c.addDevice(t, gw, name)
+		if r := firmwareDo(t, gw.Addr, "", "POST", "/api/v1/nodes", "application/json", firmwareNode(t, name, "127.0.0.1"), auth); r.code != 201 {
+			t.Fatalf("POST node: got %d %s, want 201", r.code, r.body)
+		}
 		firmwareDo(t, gw.Addr, "", "PATCH", "/api/v1/nodes/"+name+"/status", "application/strategic-merge-patch+json", firmwareHeartbeat("127.0.0.1"), auth)
 		// The board goes silent: the controller marks the node Unknown after the grace period.
 		waitCondition(t, c, name, corev1.ConditionUnknown, 2*hbGrace+10*time.Second)
@@ -249,7 +255,7 @@ func TestHeartbeatTranslation(t *testing.T) {
 
 	t.Run("cached reads", func(t *testing.T) {
 		const allowed, other = "hb-reader", "hb-other"
-		authA, authB := c.addDevice(t, allowed), c.addDevice(t, other)
+		authA, authB := c.addDevice(t, gw, allowed), c.addDevice(t, gw, other)
 		ctx := context.Background()
 		// A ConfigMap only hb-reader may read.
 		if _, err := c.cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "hb-private"}, Data: map[string]string{"secret_ish": "42"}}, metav1.CreateOptions{}); err != nil {
@@ -314,7 +320,7 @@ func TestHeartbeatTranslation(t *testing.T) {
 
 	t.Run("the firmware stays Ready across an API server restart", func(t *testing.T) {
 		const name = "hb-restart"
-		auth := c.addDevice(t, name)
+		auth := c.addDevice(t, gw, name)
 		if r := firmwareDo(t, gw.Addr, "", "POST", "/api/v1/nodes", "application/json", firmwareNode(t, name, "127.0.0.1"), auth); r.code != 201 {
 			t.Fatalf("POST node: got %d", r.code)
 		}
