@@ -24,7 +24,7 @@ var targetNotes = map[string]string{
 	TargetNginxTuned:  "nginx with bench/nginx-tuned.conf: upstream keepalive pool (the baseline of every ratio)",
 	TargetKubectl:     "`kubectl proxy` with the admin kubeconfig",
 	TargetShared:      "`picogate serve --shared-identity`: no device credential, forwarded as the restricted identity picogate:shared",
-	TargetToken:       "`picogate serve`, per-device tokens: each connection is its own device, impersonated as its own node; access log on, as a user runs it",
+	TargetToken:       "`picogate serve`, per-device tokens: each connection is its own device, impersonated as its own node; access log on, as a user runs it; every request forwarded (`--read-cache=false --heartbeat-translation=false`), as nginx forwards it",
 	TargetTokenNoLog:  "the same with `--access-log=false`, to show what the access log costs",
 	TargetTokenBefore: "picogate-token run from another build (`--compare-bin`), to show what changed in between",
 }

@@ -168,6 +168,16 @@ func (l *lab) startPicogate(ctx context.Context, t *target) error {
 		// Far above what 16 connections can send, so the rate limiter is exercised on every request but
 		// never refuses one: the limit is not what is measured.
 		args = append(args, "--device-rate", "1000000", "--device-burst", "1000000")
+		// Every request forwarded, as nginx forwards it: the read cache and heartbeat translation (on by
+		// default) would answer most of these from memory, which is not what is compared here.
+		for _, f := range []string{"--read-cache", "--heartbeat-translation"} {
+			if l.picogateHas(ctx, f) {
+				args = append(args, f+"=false")
+			}
+		}
+		// The fan-out's watchers are all device bench-1 (so every target forwards the same watch): far
+		// above the per-device cap of 4 a board needs, or all but 4 of them are refused.
+		args = append(args, "--max-device-watches", "1000")
 		if t.name == TargetTokenNoLog {
 			args = append(args, "--access-log=false")
 		}
