@@ -229,8 +229,7 @@ func firmwareNode(name string) *corev1.Node {
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
 			"kubernetes.io/arch": "arm", "kubernetes.io/os": "linux", "kubernetes.io/hostname": name,
-			"node.kubernetes.io/instance-type": "rp2040-pico",
-			loadNodeLabel: "true",
+			"node.kubernetes.io/instance-type": "rp2040-pico", loadNodeLabel: "true",
 			// As the gateway marks a Node a device creates through it: picogate refuses a device
 			// whose name an unmarked (real) Node has.
 			registry.NodeMarkerLabel: "true",
