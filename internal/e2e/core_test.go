@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/picogate/picogate/internal/controlplane/controlplanetest"
 	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/gatewaytest"
 )
@@ -189,22 +189,13 @@ type identityAudit struct {
 // auditedIdentities returns the audit events of requests sent with User-Agent ua.
 func auditedIdentities(t testing.TB, ua string) []identityAudit {
 	t.Helper()
-	f, err := os.Open(shared.AuditLog())
-	if err != nil {
-		t.Fatalf("audit log: %v", err)
+	type event struct {
+		UserAgent string `json:"userAgent"`
+		identityAudit
 	}
-	defer f.Close()
 	var out []identityAudit
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var ev struct {
-			UserAgent string `json:"userAgent"`
-			identityAudit
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.UserAgent == ua {
-			out = append(out, ev.identityAudit)
-		}
+	for _, ev := range controlplanetest.ReadAudit(t, shared.AuditLog(), func(ev *event) bool { return ev.UserAgent == ua }) {
+		out = append(out, ev.identityAudit)
 	}
 	return out
 }

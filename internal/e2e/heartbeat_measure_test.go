@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -88,23 +86,16 @@ func TestMeasureHeartbeatLoad(t *testing.T) {
 // countWindow counts the audited requests of the devices named prefix* received within [from, to).
 func countWindow(t *testing.T, audit, prefix string, from, to time.Time) map[string]int {
 	t.Helper()
-	f, err := os.Open(audit)
-	if err != nil {
-		t.Fatal(err)
+	type event struct {
+		hbAuditEvent
+		Received time.Time `json:"requestReceivedTimestamp"`
 	}
-	defer f.Close()
+	in := func(e *event) bool {
+		return e.ImpersonatedUser != nil && e.ObjectRef != nil && strings.HasPrefix(e.ImpersonatedUser.Username, "system:node:"+prefix) &&
+			!e.Received.Before(from) && e.Received.Before(to)
+	}
 	out := map[string]int{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var e struct {
-			hbAuditEvent
-			Received time.Time `json:"requestReceivedTimestamp"`
-		}
-		if json.Unmarshal(sc.Bytes(), &e) != nil || e.ImpersonatedUser == nil || e.ObjectRef == nil ||
-			!strings.HasPrefix(e.ImpersonatedUser.Username, "system:node:"+prefix) || e.Received.Before(from) || !e.Received.Before(to) {
-			continue
-		}
+	for _, e := range controlplanetest.ReadAudit(t, audit, in) {
 		out["all"]++
 		switch {
 		case statusWrites(e.hbAuditEvent):

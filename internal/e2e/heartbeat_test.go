@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -103,21 +102,9 @@ type hbAuditEvent struct {
 // countAudit counts the audited requests made as system:node:NAME that match.
 func (c *hbCluster) countAudit(t *testing.T, name string, match func(e hbAuditEvent) bool) int {
 	t.Helper()
-	f, err := os.Open(c.audit)
-	if err != nil {
-		t.Fatalf("audit log: %v", err)
-	}
-	defer f.Close()
-	n := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var e hbAuditEvent
-		if json.Unmarshal(sc.Bytes(), &e) == nil && e.ImpersonatedUser != nil && e.ImpersonatedUser.Username == "system:node:"+name && e.ObjectRef != nil && match(e) {
-			n++
-		}
-	}
-	return n
+	return len(controlplanetest.ReadAudit(t, c.audit, func(e *hbAuditEvent) bool {
+		return e.ImpersonatedUser != nil && e.ImpersonatedUser.Username == "system:node:"+name && e.ObjectRef != nil && match(*e)
+	}))
 }
 
 func statusWrites(e hbAuditEvent) bool {

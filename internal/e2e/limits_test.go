@@ -9,12 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/picogate/picogate/internal/controlplane/controlplanetest"
 	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/gatewaytest"
 )
@@ -138,21 +138,7 @@ type limitsAudit struct {
 // auditedAs returns the audit events of requests sent with User-Agent ua.
 func auditedAs(t testing.TB, ua string) []limitsAudit {
 	t.Helper()
-	f, err := os.Open(shared.AuditLog())
-	if err != nil {
-		t.Fatalf("audit log: %v", err)
-	}
-	defer f.Close()
-	var out []limitsAudit
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var ev limitsAudit
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.UserAgent == ua {
-			out = append(out, ev)
-		}
-	}
-	return out
+	return controlplanetest.ReadAudit(t, shared.AuditLog(), func(ev *limitsAudit) bool { return ev.UserAgent == ua })
 }
 
 // TestForwardingHeadersDoNotReachTheAuditLog: a device cannot choose its request's audit ID or the

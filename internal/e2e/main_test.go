@@ -3,10 +3,8 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -96,24 +94,15 @@ func startGateway(t testing.TB, args ...string) *gatewaytest.Gateway {
 // impersonated user, i.e. every device request that reached it through a per-device gateway.
 func auditedUserAgents(t testing.TB) map[string]int {
 	t.Helper()
-	f, err := os.Open(shared.AuditLog())
-	if err != nil {
-		t.Fatalf("audit log: %v", err)
+	type event struct {
+		UserAgent        string `json:"userAgent"`
+		ImpersonatedUser *struct {
+			Username string `json:"username"`
+		} `json:"impersonatedUser"`
 	}
-	defer f.Close()
 	out := map[string]int{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var ev struct {
-			UserAgent        string `json:"userAgent"`
-			ImpersonatedUser *struct {
-				Username string `json:"username"`
-			} `json:"impersonatedUser"`
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.ImpersonatedUser != nil {
-			out[ev.UserAgent]++
-		}
+	for _, ev := range controlplanetest.ReadAudit(t, shared.AuditLog(), func(ev *event) bool { return ev.ImpersonatedUser != nil }) {
+		out[ev.UserAgent]++
 	}
 	return out
 }

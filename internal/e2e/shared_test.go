@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
@@ -17,6 +15,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/picogate/picogate/internal/controlplane"
+	"github.com/picogate/picogate/internal/controlplane/controlplanetest"
 	"github.com/picogate/picogate/internal/gatewaytest"
 	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/setup"
@@ -101,21 +100,7 @@ type auditEvent struct {
 // auditEvents returns every event of the API server's audit log that keep selects.
 func auditEvents(t testing.TB, keep func(*auditEvent) bool) []auditEvent {
 	t.Helper()
-	f, err := os.Open(shared.AuditLog())
-	if err != nil {
-		t.Fatalf("audit log: %v", err)
-	}
-	defer f.Close()
-	var out []auditEvent
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var ev auditEvent
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && keep(&ev) {
-			out = append(out, ev)
-		}
-	}
-	return out
+	return controlplanetest.ReadAudit(t, shared.AuditLog(), keep)
 }
 
 // TestSharedIdentityFirmwareWorks: the unmodified reference firmware, with no credential, still

@@ -1,11 +1,10 @@
 package reliability
 
 import (
-	"bufio"
-	"encoding/json"
-	"os"
 	"testing"
 	"time"
+
+	"github.com/picogate/picogate/internal/controlplane/controlplanetest"
 )
 
 // auditEvent is the part of a kube-apiserver audit event the tests read.
@@ -40,19 +39,5 @@ func (e auditEvent) selfReview() bool {
 // readAudit returns every completed request the API server audited (only the gateway identities are).
 func readAudit(t testing.TB) []auditEvent {
 	t.Helper()
-	f, err := os.Open(shared.AuditLog())
-	if err != nil {
-		t.Fatalf("audit log: %v", err)
-	}
-	defer f.Close()
-	var out []auditEvent
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var ev auditEvent
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Stage == "ResponseComplete" {
-			out = append(out, ev)
-		}
-	}
-	return out
+	return controlplanetest.ReadAudit(t, shared.AuditLog(), func(ev *auditEvent) bool { return ev.Stage == "ResponseComplete" })
 }
