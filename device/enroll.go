@@ -197,7 +197,7 @@ func (c *Client) Enroll(ctx context.Context, req EnrollRequest) (Credential, err
 	if err := validName(req.Name); err != nil {
 		errs = append(errs, fmt.Errorf("name: %w", err))
 	}
-	if !validHardwareID(req.HardwareID) {
+	if !ValidHardwareID(req.HardwareID) {
 		errs = append(errs, errors.New("hardware id: want 1 to 64 characters of A-Z a-z 0-9 : . _ -"))
 	}
 	if req.Token == "" || strings.ContainsAny(req.Token, " \t\r\n") {
@@ -396,8 +396,9 @@ func (c *Client) syncClock(ctx context.Context) {
 	c.clock.observe(resp.Header.Get("Date"))
 }
 
-// validHardwareID accepts what the gateway does: 1 to 64 of A-Z a-z 0-9 : . _ -.
-func validHardwareID(s string) bool {
+// ValidHardwareID reports whether s is a hardware ID the enrollment protocol accepts: 1 to 64 of
+// A-Z a-z 0-9 : . _ -. The board checks before it sends, and the gateway uses the same rule.
+func ValidHardwareID(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}

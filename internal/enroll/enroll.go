@@ -202,7 +202,7 @@ func (e *Enroller) validate(req Request, authed *registry.Device) error {
 	if err := registry.ValidateName(req.Name); err != nil {
 		msgs = append(msgs, err.Error())
 	}
-	if !validHardwareID(req.HardwareID) {
+	if !device.ValidHardwareID(req.HardwareID) {
 		msgs = append(msgs, "hardwareId: want 1 to 64 characters of A-Z a-z 0-9 : . _ -")
 	}
 	switch req.Auth {
@@ -247,19 +247,6 @@ func (e *Enroller) agree(ctx context.Context, st *attempt) error {
 		return refusal(http.StatusBadRequest, "invalid enrollment request: ephemeralKey: %v", err)
 	}
 	return nil
-}
-
-func validHardwareID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ':' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // try makes one pass: read the record and the name's Node, then poll, re-enroll or enroll.

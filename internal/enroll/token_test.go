@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/picogate/picogate/device"
 )
 
 func TestNewTokenShape(t *testing.T) {
@@ -136,7 +138,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		// Whatever decodes must go through validation without panicking, and be refused unless sane.
 		e := &Enroller{cfg: Config{}}
 		if verr := e.validate(req, nil); verr == nil {
-			if _, err := ParseToken(req.Token); err != nil || !validHardwareID(req.HardwareID) {
+			if _, err := ParseToken(req.Token); err != nil || !device.ValidHardwareID(req.HardwareID) {
 				t.Fatalf("validate accepted %+v", req)
 			}
 			if k, err := hex.DecodeString(req.EphemeralKey); req.Auth == "hmac" && (err != nil || len(k) != 32) {
