@@ -32,11 +32,13 @@ func run() error {
 	flag.StringVar(&cfg.Mode, "mode", sim.ModeAgent, "agent (the device package) or firmware (the reference firmware's wire behaviour)")
 	flag.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (default: until Ctrl-C)")
 	flag.BoolVar(&cfg.Jitter, "jitter", true, "spread starts and jitter periods, like a real fleet")
+	flag.DurationVar(&cfg.StartSpread, "ramp", 0, "with --jitter: the boot ramp, board starts spread uniformly over it; the report splits errors at its end (default 10s)")
 	flag.BoolVar(&cfg.FirmwareETag, "firmware-etag", false, "firmware mode: boards send the ConfigMap's last ETag as If-None-Match (a one-header change to the reference firmware)")
 	flag.DurationVar(&cfg.AgentConfigInterval, "agent-config-interval", 0, "agent mode: each board reads ConfigMap default/pico-config this often, with If-None-Match (default: never)")
 	enrollToken := flag.String("enroll-token", "", "instead of --credentials: the boards enroll themselves with this enrollment token (pge_…), as hmac devices with key agreement")
 	gatewayKey := flag.String("gateway-key", "", "with --enroll-token: the gateway public key (64 hex digits) that picogate token create printed, pinned by every board")
-	count := flag.Int("count", 1, "with --enroll-token: how many boards enroll")
+	names := flag.String("names", "", "firmware mode, instead of --credentials: boards PREFIX1 … PREFIXcount with no credential at all, for a proxy that authenticates itself upstream (e.g. nginx with a client certificate)")
+	count := flag.Int("count", 1, "with --enroll-token: how many boards enroll; with --names: how many boards run")
 	prefix := flag.String("prefix", sim.DefaultEnrollPrefix, "with --enroll-token: the boards are PREFIX1 … PREFIXcount")
 	reportJSON := flag.String("report-json", "", "also write the final report as JSON to this file")
 	verbose := flag.Bool("v", false, "log each device's activity to stderr")
@@ -45,6 +47,13 @@ func run() error {
 	switch {
 	case *enrollToken != "" && *creds != "":
 		return errors.New("--enroll-token and --credentials exclude each other: the boards either enroll or use given credentials")
+	case *names != "" && (*enrollToken != "" || *creds != ""):
+		return errors.New("--names excludes --credentials and --enroll-token: its boards carry no credential")
+	case *names != "":
+		if *count < 1 {
+			return fmt.Errorf("--count %d: want at least 1", *count)
+		}
+		cfg.Credentials = sim.NamedBoards(*names, *count)
 	case *enrollToken != "":
 		key, err := device.ParseGatewayKey(*gatewayKey)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 
 	"github.com/picogate/picogate/device"
 )
@@ -16,11 +17,26 @@ import (
 // prints it (or one element of the array `--count N` prints).
 type Credential struct {
 	Name   string `json:"name"`
-	Auth   string `json:"auth"`             // "token", "hmac" or "ip"
+	Auth   string `json:"auth"`             // "token", "hmac" or "ip" (AuthNone: NamedBoards only)
 	Token  string `json:"token,omitempty"`  // token mode
 	Key    string `json:"key,omitempty"`    // hmac mode: the signing key, 64 hex digits
 	Header string `json:"header,omitempty"` // the one header the firmware adds
 	Source string `json:"source,omitempty"` // ip mode: the device's address, e.g. "127.0.0.11/32"
+}
+
+// AuthNone is a board with no credential at all, as the reference firmware is behind a proxy that
+// authenticates itself upstream (nginx with a client certificate). Only NamedBoards makes one: a
+// credentials file never holds it.
+const AuthNone = "none"
+
+// NamedBoards are n boards PREFIX1 … PREFIXn without a credential (AuthNone), for firmware mode
+// through a proxy that needs none from them.
+func NamedBoards(prefix string, n int) []Credential {
+	out := make([]Credential, n)
+	for i := range out {
+		out[i] = Credential{Name: prefix + strconv.Itoa(i+1), Auth: AuthNone}
+	}
+	return out
 }
 
 // String never shows the token.

@@ -54,10 +54,17 @@ type Report struct {
 	MaxResponseBytes  int               `json:"max_response_bytes"`
 	// Enrolling is set when the boards enrolled themselves; Enrolled of them did, the slowest in
 	// EnrollSecondsMax.
-	Enrolling        bool           `json:"enrolling,omitempty"`
-	Enrolled         int            `json:"enrolled,omitempty"`
-	EnrollSecondsMax float64        `json:"enroll_seconds_max,omitempty"`
-	PerDevice        []DeviceReport `json:"per_device"`
+	Enrolling        bool    `json:"enrolling,omitempty"`
+	Enrolled         int     `json:"enrolled,omitempty"`
+	EnrollSecondsMax float64 `json:"enroll_seconds_max,omitempty"`
+	// RampSeconds is when the boot ramp ended (Config.SplitAt). ErrorsDuringRamp and ErrorsAfterRamp
+	// split Errors at it, and RequestsAfterRamp counts the requests sent after it; a run that ended
+	// before the ramp did counts everything as the ramp's.
+	RampSeconds       float64           `json:"ramp_seconds"`
+	ErrorsDuringRamp  map[string]uint64 `json:"errors_during_ramp"`
+	ErrorsAfterRamp   map[string]uint64 `json:"errors_after_ramp"`
+	RequestsAfterRamp uint64            `json:"requests_after_ramp"`
+	PerDevice         []DeviceReport    `json:"per_device"`
 }
 
 func (s *Simulator) report(d time.Duration) *Report {
@@ -85,6 +92,30 @@ func (s *Simulator) report(d time.Duration) *Report {
 	return r
 }
 
+// split fills the ramp fields from the devices' counters at the ramp's end (atRamp, in PerDevice's
+// order; nil when the run ended first): what came after is the final count less that.
+func (r *Report) split(ramp time.Duration, atRamp []DeviceReport) {
+	r.RampSeconds = ramp.Seconds()
+	r.ErrorsDuringRamp, r.ErrorsAfterRamp, r.RequestsAfterRamp = map[string]uint64{}, map[string]uint64{}, 0
+	if len(atRamp) != len(r.PerDevice) {
+		maps.Copy(r.ErrorsDuringRamp, r.Errors)
+		return
+	}
+	for i, d := range r.PerDevice {
+		then := atRamp[i]
+		for k, v := range d.Errors {
+			before := min(then.Errors[k], v)
+			if before > 0 {
+				r.ErrorsDuringRamp[k] += before
+			}
+			if v > before {
+				r.ErrorsAfterRamp[k] += v - before
+			}
+		}
+		r.RequestsAfterRamp += d.Requests - min(then.Requests, d.Requests)
+	}
+}
+
 // WriteText writes the report for a person.
 func (r *Report) WriteText(w io.Writer) error {
 	rate := 0.0
@@ -95,6 +126,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "picosim report: %s mode, %d devices, %s\n", r.Mode, r.Devices, time.Duration(r.DurationSeconds*float64(time.Second)).Round(time.Second))
 	fmt.Fprintf(&b, "  requests            %d (%.1f/s)\n", r.Requests, rate)
 	fmt.Fprintf(&b, "  errors              %s\n", formatErrors(r.Errors))
+	fmt.Fprintf(&b, "  after the ramp      %s (ramp %s)\n", formatErrors(r.ErrorsAfterRamp), time.Duration(r.RampSeconds*float64(time.Second)).Round(time.Millisecond))
 	if r.Enrolling {
 		fmt.Fprintf(&b, "  enrolled            %d/%d (hmac, key agreement; slowest %.2f s)\n", r.Enrolled, r.Devices, r.EnrollSecondsMax)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,8 +45,13 @@ type Config struct {
 	// agents' periods, as a real fleet booting at different times would.
 	Jitter bool
 	// StartSpread is the window starts are spread over with Jitter (default
-	// 10 s, the firmware's status period).
+	// 10 s, the firmware's status period): the boot ramp. Starts are uniform
+	// over it.
 	StartSpread time.Duration
+	// SplitAt is when, after the start, the report stops counting errors as
+	// the boot ramp's and starts counting them as after it (Report's
+	// ErrorsDuringRamp and ErrorsAfterRamp). Default StartSpread.
+	SplitAt time.Duration
 	// Apps are the agents' built-in apps; default device.BuiltinApps().
 	Apps map[string]device.App
 	// Summary, when set, receives a one-line live summary every
@@ -116,6 +122,12 @@ func New(cfg Config) (*Simulator, error) {
 	if cfg.Mode != ModeAgent && cfg.Mode != ModeFirmware {
 		errs = append(errs, fmt.Errorf("mode %q: want agent or firmware", cfg.Mode))
 	}
+	if cfg.Mode != ModeFirmware && slices.ContainsFunc(cfg.Credentials, func(c Credential) bool { return c.Auth == AuthNone }) {
+		errs = append(errs, errors.New("boards without a credential: only firmware mode runs them (behind a proxy that authenticates itself)"))
+	}
+	if cfg.StartSpread < 0 || cfg.SplitAt < 0 {
+		errs = append(errs, fmt.Errorf("start spread %s, split at %s: negative", cfg.StartSpread, cfg.SplitAt))
+	}
 	if cfg.Duration < 0 {
 		errs = append(errs, fmt.Errorf("duration %s: negative", cfg.Duration))
 	}
@@ -123,6 +135,7 @@ func New(cfg Config) (*Simulator, error) {
 		cfg.Devices = len(cfg.Credentials)
 	}
 	setDefault(&cfg.StartSpread, 10*time.Second)
+	setDefault(&cfg.SplitAt, cfg.StartSpread)
 	setDefault(&cfg.SummaryInterval, time.Second)
 	setDefault(&cfg.FirmwareStatusInterval, 10*time.Second)
 	setDefault(&cfg.FirmwareConfigInterval, 30*time.Second)
@@ -201,6 +214,17 @@ func (s *Simulator) Run(ctx context.Context) (*Report, error) {
 			errs[i] = d.Run(ctx)
 		}()
 	}
+	// The fleet's counters when the ramp ends, so the report can tell the boot's errors from later ones.
+	var atSplit []DeviceReport
+	wg.Go(func() {
+		t := time.NewTimer(s.cfg.SplitAt)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			atSplit = s.Snapshot()
+		}
+	})
 	if s.cfg.Summary != nil {
 		wg.Add(1)
 		go func() {
@@ -209,7 +233,9 @@ func (s *Simulator) Run(ctx context.Context) (*Report, error) {
 		}()
 	}
 	wg.Wait()
-	return s.report(time.Since(start)), errors.Join(errs...)
+	r := s.report(time.Since(start))
+	r.split(s.cfg.SplitAt, atSplit)
+	return r, errors.Join(errs...)
 }
 
 // Snapshot reports the fleet's state now (safe while Run runs).

@@ -152,7 +152,7 @@ func (o *oneByteReader) Read(p []byte) (int, error) {
 
 func TestReportText(t *testing.T) {
 	r := &Report{Mode: ModeFirmware, Devices: 2, DurationSeconds: 60, Requests: 120, DevicesReady: 2,
-		Errors: map[string]uint64{"http-429": 3, "network": 1}, StatusPatches: 12, OversizeResponses: 1, MaxResponseBytes: 4200,
+		Errors: map[string]uint64{"http-429": 3, "network": 1}, RampSeconds: 10, ErrorsAfterRamp: map[string]uint64{"http-429": 1}, StatusPatches: 12, OversizeResponses: 1, MaxResponseBytes: 4200,
 		PerDevice: []DeviceReport{{Name: "pico-1", LastError: "GET /x: 429 rate limited"}, {Name: "pico-2"}}}
 	var b bytes.Buffer
 	if err := r.WriteText(&b); err != nil {
