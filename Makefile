@@ -89,9 +89,9 @@ demo: controlplane build
 bench: controlplane build
 	./scripts/bench.sh
 
-## bench-fleet: picosim fleets of 1,000/5,000/10,000 devices through one gateway; adds the fleet table to docs/benchmarks.md
+## bench-fleet: picosim fleets of 1,000/5,000/10,000 boards (firmware and agent mode) through one gateway, and 5,000 firmware boards through nginx as the baseline; adds the fleet tables to docs/benchmarks.md (about 45 min)
 bench-fleet: controlplane build
-	./scripts/bench.sh --fleet 1000,5000,10000
+	./scripts/bench.sh --fleet 1000,5000,10000 --fleet-modes firmware,agent --fleet-baseline 5000 --fleet-ramp 60s
 
 ## soak: the long reliability tests
 soak: controlplane build

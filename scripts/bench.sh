@@ -3,7 +3,8 @@
 # HTTPS against one local control plane; writes docs/benchmarks.{json,md}. Needs `make controlplane build`.
 # Arguments (or BENCH_ARGS, for make) go to picobench, e.g.:
 #   scripts/bench.sh --quick --targets nginx-tuned,picogate-token --workloads get
-#   make bench BENCH_ARGS="--fleet 1000,5000,10000"      # the fleet-scale table
+#   make bench-fleet                                     # the fleet-scale tables (firmware, agent, nginx baseline)
+#   scripts/bench.sh --fleet 200 --fleet-modes firmware --fleet-baseline 200 --fleet-ramp 10s --fleet-steady 40s
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

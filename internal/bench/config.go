@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/picogate/picogate/internal/sim"
 )
 
 // Config is one bench run. The zero value, given BinDir's default, runs every target and workload
@@ -22,6 +24,10 @@ type Config struct {
 	NginxConfDir string
 	// Nginx is the nginx binary. Default: nginx on $PATH, else /usr/sbin/nginx.
 	Nginx string
+	// ExamplesDir holds pico-config.yaml and fleet-config-rbac.yaml, which a fleet run applies: the
+	// ConfigMap the reference firmware reads and the RBAC that lets devices read it. Default
+	// "deploy/examples".
+	ExamplesDir string
 	// OutDir receives benchmarks.json and benchmarks.md. Default "docs".
 	OutDir string
 	// WorkDir is the run folder (control plane, configs, logs); default a new folder under tmp/,
@@ -50,10 +56,20 @@ type Config struct {
 	MixDevices  int
 	MixDuration time.Duration
 
-	// Fleet, when set, runs the fleet-scale mode instead: picosim with each of these device counts
-	// through one picogate, for FleetDuration each (default 60s).
+	// Fleet, when set, runs the fleet-scale mode instead: picosim with each of these board counts
+	// through one picogate, in each of FleetModes (default firmware then agent; "none" runs only
+	// the baseline). FleetBaseline are the sizes of the firmware fleet run through nginx-tuned
+	// instead, the baseline of the API server's and etcd's load; none when empty.
 	Fleet         []int
-	FleetDuration time.Duration
+	FleetModes    []string
+	FleetBaseline []int
+	// FleetRamp is the boot ramp: board starts spread uniformly over it (default 60s; --quick 10s).
+	// FleetSteady is the measured window after it. Default 5m30s in firmware mode and for the
+	// baseline, so the window holds a whole heartbeat-translation report interval (5 min: a board's
+	// full Node status is written at least that often, and a shorter window would miss those
+	// writes); 2m in agent mode, whose boards write their own Lease every 10 s and status only on
+	// change, so every kind of write recurs well within it. --quick: 40s for all.
+	FleetRamp, FleetSteady time.Duration
 
 	// Handler runs the gateway's handler benchmarks (go test -bench -benchmem, from the repository root)
 	// for the allocations per request.
@@ -100,6 +116,7 @@ func (cfg Config) withDefaults() Config {
 	def(&cfg.BinDir, "bin")
 	def(&cfg.NginxConfDir, "bench")
 	def(&cfg.OutDir, "docs")
+	def(&cfg.ExamplesDir, "deploy/examples")
 	def(&cfg.NotesFile, "bench/cost-per-request.md")
 	if cfg.Nginx == "" {
 		cfg.Nginx = "/usr/sbin/nginx"
@@ -122,7 +139,8 @@ func (cfg Config) withDefaults() Config {
 		defDur(&cfg.Warmup, 300*time.Millisecond)
 		defInt(&cfg.WatchRepeats, 10)
 		defDur(&cfg.MixDuration, 10*time.Second)
-		defDur(&cfg.FleetDuration, 30*time.Second)
+		defDur(&cfg.FleetRamp, 10*time.Second)
+		defDur(&cfg.FleetSteady, 40*time.Second)
 	}
 	defInt(&cfg.Rounds, 3)
 	defDur(&cfg.Duration, 5*time.Second)
@@ -132,7 +150,13 @@ func (cfg Config) withDefaults() Config {
 	defInt(&cfg.WatchRepeats, 30)
 	defInt(&cfg.MixDevices, 200)
 	defDur(&cfg.MixDuration, 20*time.Second)
-	defDur(&cfg.FleetDuration, 60*time.Second)
+	defDur(&cfg.FleetRamp, 60*time.Second)
+	if len(cfg.FleetModes) == 0 {
+		cfg.FleetModes = []string{sim.ModeFirmware, sim.ModeAgent}
+	}
+	if slices.Equal(cfg.FleetModes, []string{"none"}) {
+		cfg.FleetModes = nil
+	}
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
 	}
@@ -165,13 +189,25 @@ func (cfg Config) validate() error {
 		errs = append(errs, fmt.Errorf("rounds %d, conns %d, watchers %d, watch repeats %d: want at least 1; mix devices %d: at least 2",
 			cfg.Rounds, cfg.Conns, cfg.Watchers, cfg.WatchRepeats, cfg.MixDevices))
 	}
-	if cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.MixDuration <= 0 || cfg.FleetDuration <= 0 {
-		errs = append(errs, fmt.Errorf("duration %s, warm-up %s, mix %s, fleet %s: want positive", cfg.Duration, cfg.Warmup, cfg.MixDuration, cfg.FleetDuration))
+	if cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.MixDuration <= 0 || cfg.FleetRamp <= 0 || cfg.FleetSteady < 0 {
+		errs = append(errs, fmt.Errorf("duration %s, warm-up %s, mix %s, fleet ramp %s, fleet steady window %s: want positive",
+			cfg.Duration, cfg.Warmup, cfg.MixDuration, cfg.FleetRamp, cfg.FleetSteady))
 	}
-	for _, n := range cfg.Fleet {
+	for _, n := range slices.Concat(cfg.Fleet, cfg.FleetBaseline) {
 		if n < 1 {
 			errs = append(errs, fmt.Errorf("fleet size %d: want at least 1", n))
 		}
+	}
+	for _, m := range cfg.FleetModes {
+		if m != sim.ModeFirmware && m != sim.ModeAgent {
+			errs = append(errs, fmt.Errorf("fleet mode %q: want firmware, agent or none", m))
+		}
+	}
+	if len(cfg.FleetBaseline) > 0 && len(cfg.Fleet) == 0 {
+		errs = append(errs, errors.New("fleet baseline: runs only in a fleet run (--fleet)"))
+	}
+	if len(cfg.FleetBaseline) > 0 && !executable(cfg.Nginx) {
+		errs = append(errs, fmt.Errorf("nginx not found at %s (the fleet baseline): scripts/bench.sh installs it (apt-get install nginx-light)", cfg.Nginx))
 	}
 	for _, bin := range []string{"picogate", "kubectl", "picosim"} {
 		if p := filepath.Join(cfg.BinDir, bin); !executable(p) {
@@ -182,6 +218,18 @@ func (cfg Config) validate() error {
 		errs = append(errs, fmt.Errorf("nginx not found at %s: scripts/bench.sh installs it (apt-get install nginx-light)", cfg.Nginx))
 	}
 	return errors.Join(errs...)
+}
+
+// fleetSteady is the steady window of a fleet in mode (see FleetSteady).
+func (cfg *Config) fleetSteady(mode string) time.Duration {
+	switch {
+	case cfg.FleetSteady > 0:
+		return cfg.FleetSteady
+	case mode == sim.ModeAgent:
+		return 2 * time.Minute
+	default:
+		return 5*time.Minute + 30*time.Second
+	}
 }
 
 func needsNginx(targets []string) bool {

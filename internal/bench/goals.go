@@ -26,7 +26,7 @@ func evaluateGoals(r *Report) []Goal {
 	for _, w := range []string{WorkloadPatchClose, WorkloadGetClose} {
 		goals = append(goals, firmwareGoal(w, find))
 	}
-	goals = append(goals, watchGoal(find), fleetGoal(r.Fleet))
+	goals = append(goals, watchGoal(find))
 	return goals
 }
 
@@ -79,28 +79,6 @@ func watchGoal(find finder) Goal {
 		g.Detail += fmt.Sprintf(", missed by %.1f ms", over-5)
 	}
 	g.Status = status(over <= 5)
-	return g
-}
-
-func fleetGoal(f *FleetReport) Goal {
-	g := Goal{Goal: "10,000 devices on one gateway: 0 errors, gateway RSS ≤ 256 MB", Status: goalNotMeasured}
-	if f == nil {
-		g.Detail = "run `scripts/bench.sh --fleet 1000,5000,10000`"
-		return g
-	}
-	for _, row := range f.Rows {
-		if row.Devices != 10000 {
-			continue
-		}
-		mb := float64(row.GatewayPeakRSS) / (1 << 20)
-		g.Detail = fmt.Sprintf("%d errors, peak RSS %.0f MB", row.ErrorCount, mb)
-		if mb > 256 {
-			g.Detail += fmt.Sprintf(" (%.0f MB over)", mb-256)
-		}
-		g.Status = status(row.ErrorCount == 0 && mb <= 256)
-		return g
-	}
-	g.Detail = "the fleet run did not include 10,000 devices"
 	return g
 }
 

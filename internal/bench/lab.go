@@ -42,6 +42,8 @@ type lab struct {
 	etcdPID int
 	nodes   []string     // bench-1 … bench-Conns, one per load connection
 	creds   []credential // their device tokens, same order
+	// protoClient lists the fleet's Nodes in protobuf (nodeLister).
+	protoClient kubernetes.Interface
 	// watchRev numbers the fan-out changes across targets and rounds (they all change one pod).
 	watchRev atomic.Int64
 }
@@ -64,7 +66,12 @@ const (
 func startLab(ctx context.Context, cfg *Config) (*lab, error) {
 	l := &lab{cfg: cfg, dir: cfg.WorkDir}
 	var err error
-	l.cp, err = controlplane.Start(ctx, controlplane.Config{BinDir: cfg.BinDir, Dir: filepath.Join(l.dir, "controlplane"), Logger: cfg.Logger})
+	// A fleet run needs kube-controller-manager: its node lifecycle controller is what makes Ready
+	// mean anything (a Node whose Lease and status both lapse for the grace period turns Unknown), and
+	// its Lease garbage and taints are part of a real cluster's load. The target runs leave it out, as
+	// they always have: nothing there depends on it.
+	l.cp, err = controlplane.Start(ctx, controlplane.Config{BinDir: cfg.BinDir, Dir: filepath.Join(l.dir, "controlplane"), Logger: cfg.Logger,
+		ControllerManager: len(cfg.Fleet) > 0})
 	if err != nil {
 		return nil, err
 	}

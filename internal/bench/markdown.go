@@ -3,7 +3,6 @@ package bench
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 )
 
@@ -73,7 +72,7 @@ func (r *Report) Markdown(w io.Writer) {
 	if r.Fleet != nil {
 		r.Fleet.markdown(w)
 	} else {
-		p("## Fleet scale\n\nNot run yet: `scripts/bench.sh --fleet 1000,5000,10000`.\n")
+		p("## Fleet scale\n\nNot run yet: `make bench-fleet`.\n")
 	}
 }
 
@@ -210,52 +209,4 @@ func errorText(res Result) string {
 		parts = append(parts, fmt.Sprintf("%s: %d", k, res.Errors[k]))
 	}
 	return fmt.Sprintf("%d (%s)", res.ErrorCount, strings.Join(parts, ", "))
-}
-
-func (f *FleetReport) markdown(w io.Writer) {
-	fmt.Fprintf(w, "## Fleet scale\n\n")
-	fmt.Fprintf(w, "picosim in %s mode (the device package: node, lease every 10 s, status, pod watch) through one `picogate serve` in\n", f.Mode)
-	fmt.Fprintf(w, "per-device mode with its default limits and the access log on, %.0f s per size (device starts spread over the first\n", f.Seconds)
-	fmt.Fprintf(w, "10 s). Run %s. API server req/s is the delta of its apiserver_request_total; growth is per device added since\n", f.Date.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(w, "the previous row. CPU is in percent of one core; *other CPU* is what processes outside the bench used meanwhile\n")
-	fmt.Fprintf(w, "(other work on the machine); *APF 429s* are requests the API server's priority and fairness shed. The registry\n")
-	fmt.Fprintf(w, "holds the largest fleet's devices at every size.\n\n")
-	fmt.Fprintf(w, "| devices | ready | fleet req/s | API server req/s | errors | late lease renewals | gateway RSS | gateway CPU | gateway CPU/req | API server CPU | APF 429s | picosim CPU | other CPU | RSS growth/device | CPU growth/1000 devices |\n")
-	fmt.Fprintf(w, "|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, r := range f.Rows {
-		growth, cpu := "–", "–"
-		if r.RSSPerDevice != 0 || r.CPUPerDevice != 0 {
-			growth = fmt.Sprintf("%.1f KB", r.RSSPerDevice/1024)
-			cpu = fmt.Sprintf("%.1f%%", r.CPUPerDevice)
-		}
-		errs := "0"
-		if r.ErrorCount > 0 {
-			var parts []string
-			for _, k := range sortedKeys(r.Errors) {
-				parts = append(parts, fmt.Sprintf("%s: %d", k, r.Errors[k]))
-			}
-			errs = fmt.Sprintf("%d (%s)", r.ErrorCount, strings.Join(parts, ", "))
-		}
-		fmt.Fprintf(w, "| %d | %d | %.0f | %.0f | %s | %d of %d | %.0f MB | %.0f%% | %.0f µs | %.0f%% | %.0f | %.0f%% | %.0f%% | %s | %s |\n",
-			r.Devices, r.DevicesReady, r.RPS, r.APIServerRPS, errs, r.LeaseLate, r.LeaseRenewals,
-			float64(r.GatewayPeakRSS)/(1<<20), r.GatewayCPUPercent, r.GatewayCPUPerReq, r.APIServerCPU, r.APFRejected,
-			r.SimCPU, r.BackgroundCPU, growth, cpu)
-	}
-	fmt.Fprintln(w)
-	for _, r := range f.Rows {
-		if len(r.GatewayRefusals) == 0 {
-			continue
-		}
-		fmt.Fprintf(w, "Errors at %d devices, from the gateway's access log (status, route: reason):\n\n", r.Devices)
-		keys := sortedKeys(r.GatewayRefusals)
-		slices.SortStableFunc(keys, func(a, b string) int { return r.GatewayRefusals[b] - r.GatewayRefusals[a] })
-		for i, k := range keys {
-			if i == 8 {
-				fmt.Fprintf(w, "- … and %d more kinds\n", len(keys)-i)
-				break
-			}
-			fmt.Fprintf(w, "- %d × %s\n", r.GatewayRefusals[k], k)
-		}
-		fmt.Fprintln(w)
-	}
 }

@@ -109,16 +109,47 @@ func (l *lab) mixCredentials(ctx context.Context) error {
 // resetDevices deletes every Node but the bench's own and every node Lease, so each target (or fleet
 // size) sees a fleet booting for the first time rather than the 409s of devices an earlier run
 // registered. One collection delete each: the API server does the work, not 10,000 client requests.
+// A collection of 10,000 can outlast the API server's request timeout (60 s), which ends the call
+// but keeps what was deleted, so each is repeated until nothing is left.
 func (l *lab) resetDevices(ctx context.Context) error {
-	err := l.admin.CoreV1().Nodes().DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "!" + loadNodeLabel})
+	nodes := metav1.ListOptions{LabelSelector: "!" + loadNodeLabel}
+	err := untilGone(ctx, "the simulated fleet's nodes", func() error {
+		return l.admin.CoreV1().Nodes().DeleteCollection(ctx, metav1.DeleteOptions{}, nodes)
+	}, func() (bool, error) {
+		nodes := nodes
+		nodes.Limit = 1
+		list, err := l.admin.CoreV1().Nodes().List(ctx, nodes)
+		return list != nil && len(list.Items) == 0, err
+	})
 	if err != nil {
-		return fmt.Errorf("deleting the simulated fleet's nodes: %w", err)
+		return err
 	}
-	err = l.admin.CoordinationV1().Leases("kube-node-lease").DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("deleting the simulated fleet's leases: %w", err)
+	leases := l.admin.CoordinationV1().Leases("kube-node-lease")
+	return untilGone(ctx, "the simulated fleet's leases", func() error {
+		return leases.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	}, func() (bool, error) {
+		list, err := leases.List(ctx, metav1.ListOptions{Limit: 1})
+		return list != nil && len(list.Items) == 0, err
+	})
+}
+
+// untilGone calls del until gone reports nothing left, at most 10 times.
+func untilGone(ctx context.Context, what string, del func() error, gone func() (bool, error)) error {
+	var last error
+	for range 10 {
+		last = del()
+		ok, err := gone()
+		if err == nil && ok {
+			return nil
+		}
+		if last == nil {
+			last = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	return nil
+	return fmt.Errorf("deleting %s: some are left (%v)", what, last)
 }
 
 // addMix adds a fleet-mix round: requests and errors as picosim counted them; no latencies (picosim

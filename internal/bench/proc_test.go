@@ -130,11 +130,11 @@ apiserver_request_total_other 99
 apiserver_request_duration_seconds_count{verb="GET"} 7
 apiserver_request_total 1
 `
-	got, err := sumCounter(text, "apiserver_request_total")
+	got, _, err := sumCounter(text, "apiserver_request_total")
 	if err != nil || got != 13.5 {
 		t.Errorf("got %v, %v, want 13.5", got, err)
 	}
-	if _, err := sumCounter("apiserver_request_total{a=\"b\"} x\n", "apiserver_request_total"); err == nil {
+	if _, _, err := sumCounter("apiserver_request_total{a=\"b\"} x\n", "apiserver_request_total"); err == nil {
 		t.Error("bad value: got no error, want one")
 	}
 }

@@ -21,7 +21,7 @@ func New(cfg Config) (*Bench, error) {
 		return nil, fmt.Errorf("bench config: %w", err)
 	}
 	var err error
-	for _, p := range []*string{&cfg.BinDir, &cfg.NginxConfDir, &cfg.OutDir} {
+	for _, p := range []*string{&cfg.BinDir, &cfg.NginxConfDir, &cfg.OutDir, &cfg.ExamplesDir} {
 		if *p, err = filepath.Abs(*p); err != nil {
 			return nil, fmt.Errorf("bench config: %w", err)
 		}
