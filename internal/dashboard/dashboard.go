@@ -49,6 +49,7 @@ type Dashboard struct {
 	log     *slog.Logger
 	stats   *statsMap
 	anon    *deviceStats // requests without a device identity
+	texts   *dashTexts   // the strings the rings keep, each stored once
 	history *history
 	kube    *kubeView
 	streams chan struct{} // a slot per live stream
@@ -99,6 +100,7 @@ func New(cfg Config) (*Dashboard, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "dashboard"),
 		stats:   newStatsMap(),
+		texts:   newDashTexts(),
 		anon:    newDeviceStats(cfg.RequestsPerDevice, cfg.RefusalsPerDevice),
 		history: newHistory(cfg.Interval, int(cfg.History/cfg.Interval)),
 		kube:    newKubeView(cfg.Client, cfg.Logger),
@@ -114,9 +116,10 @@ func setDefault[T comparable](v *T, def T) {
 	}
 }
 
-// DeviceBytes is the memory one device's state takes with cfg's ring sizes (defaults applied): it is
-// allocated on the device's first request and never grows.
-func DeviceBytes(cfg Config) int {
+// DeviceBytes is the memory one device's state takes with cfg's ring sizes (defaults applied): always
+// is allocated on the device's first request, refused on its first refusal; neither grows. The paths,
+// reasons and user agents the rings show are stored once for the whole fleet and not counted.
+func DeviceBytes(cfg Config) (always, refused int) {
 	setDefault(&cfg.RequestsPerDevice, 20)
 	setDefault(&cfg.RefusalsPerDevice, 8)
 	return deviceBytes(cfg.RequestsPerDevice, cfg.RefusalsPerDevice)
@@ -131,7 +134,7 @@ func (d *Dashboard) Record(ev Event) {
 	if ev.Device != "" {
 		s = d.stats.getOrCreate(ev.Device, d.cfg.RequestsPerDevice, d.cfg.RefusalsPerDevice)
 	}
-	s.record(&ev, class)
+	s.record(&ev, class, d.texts)
 }
 
 // Run keeps the charts' intervals, drops the state of devices removed from the registry and runs the

@@ -22,7 +22,7 @@ type RequestView struct {
 }
 
 func (e *entry) view() RequestView {
-	return RequestView{At: e.at / int64(time.Millisecond), Method: methods[e.method], Path: getText(e.path.b[:], e.path.n, e.path.cut),
+	return RequestView{At: e.at / int64(time.Millisecond), Method: methods[e.method], Path: e.path,
 		Status: int(e.status), Millis: float64(e.dur.Microseconds()) / 1000, Rule: e.rule, Class: e.class.String(), Watch: e.watch}
 }
 
@@ -118,7 +118,7 @@ func (s *deviceStats) rings() (reqs, refs []RequestView) {
 	for i := range len(s.refusals) {
 		r := &s.refusals[(s.refNext+len(s.refusals)-1-i)%len(s.refusals)]
 		v := r.view()
-		v.Reason = getText(r.reason.b[:], r.reason.n, r.reason.cut)
+		v.Reason = r.reason
 		refs = append(refs, v)
 	}
 	return reqs, refs

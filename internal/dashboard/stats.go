@@ -6,36 +6,7 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 	"unsafe"
-)
-
-// Fixed text sizes: a device's strings are copied into its own fixed arrays, never retained, so a
-// hostile request line or user agent cannot make a ring hold more than these bounds. Longer values
-// are cut at a character boundary and shown with "…".
-const (
-	pathBytes   = 96  // "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/" + a 30-character name fits
-	reasonBytes = 120 // the gateway's refusal reasons are one short sentence
-	uaBytes     = 120
-)
-
-// pathText, reasonText and uaText are bounded copies of a string.
-type (
-	pathText struct {
-		n   uint8
-		cut bool
-		b   [pathBytes]byte
-	}
-	reasonText struct {
-		n   uint8
-		cut bool
-		b   [reasonBytes]byte
-	}
-	uaText struct {
-		n   uint8
-		cut bool
-		b   [uaBytes]byte
-	}
 )
 
 // methods are stored as an index; anything else is "OTHER".
@@ -77,27 +48,6 @@ func redact(s string) string {
 	}
 }
 
-// setText copies s into dst (at most len(dst) bytes, cut at a UTF-8 boundary) and returns its length
-// and whether it was cut. Invalid UTF-8 is kept as bytes; encoding/json replaces it when sent.
-func setText(dst []byte, s string) (uint8, bool) {
-	s = redact(s)
-	if len(s) <= len(dst) {
-		return uint8(copy(dst, s)), false
-	}
-	n := len(dst)
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return uint8(copy(dst, s[:n])), true
-}
-
-func getText(b []byte, n uint8, cut bool) string {
-	if cut {
-		return string(b[:n]) + "…"
-	}
-	return string(b[:n])
-}
-
 // entry is one request in a device's ring: fixed size, no pointers to request memory.
 type entry struct {
 	at     int64 // unix nanoseconds
@@ -107,13 +57,13 @@ type entry struct {
 	class  Class
 	method uint8
 	watch  bool
-	path   pathText
+	path   string // interned (texts): shared by every entry with the same path
 }
 
 // refusalEntry is one refused request, with why.
 type refusalEntry struct {
 	entry
-	reason reasonText
+	reason string // interned
 }
 
 // rateSlots × rateSlotSeconds is the window of a device's request rate.
@@ -130,8 +80,9 @@ type deviceStats struct {
 
 	requests []entry
 	reqNext  int
-	refusals []refusalEntry
+	refusals []refusalEntry // allocated on the first refusal: most devices never have one
 	refNext  int
+	refRing  int // the refusals ring's length
 
 	total       uint64
 	byClass     [numClasses]uint64
@@ -139,7 +90,7 @@ type deviceStats struct {
 	lastSeen    int64 // unix nanoseconds
 	lastClient  netip.Addr
 	lastAuth    string
-	ua          uaText
+	ua          string // interned
 
 	rate      [rateSlots]uint32
 	rateEpoch [rateSlots]int64
@@ -153,16 +104,18 @@ type deviceStats struct {
 type rowTexts struct{ client, ua, lastRefusal, lastRule string }
 
 func newDeviceStats(requests, refusals int) *deviceStats {
-	return &deviceStats{requests: make([]entry, 0, requests), refusals: make([]refusalEntry, 0, refusals)}
+	return &deviceStats{requests: make([]entry, 0, requests), refRing: refusals}
 }
 
-// deviceBytes is the memory of one device's state with the given ring sizes, allocated on its first
-// request and never grown.
-func deviceBytes(requests, refusals int) int {
-	return int(unsafe.Sizeof(deviceStats{})) + requests*int(unsafe.Sizeof(entry{})) + refusals*int(unsafe.Sizeof(refusalEntry{}))
+// deviceBytes is the memory of one device's state with the given ring sizes: its requests ring,
+// allocated on its first request, and its refusals ring, allocated on its first refusal. Neither grows.
+// The texts they point to are shared (texts) and not counted.
+func deviceBytes(requests, refusals int) (always, refused int) {
+	always = int(unsafe.Sizeof(deviceStats{})) + requests*int(unsafe.Sizeof(entry{}))
+	return always, refusals * int(unsafe.Sizeof(refusalEntry{}))
 }
 
-func (s *deviceStats) record(ev *Event, class Class) {
+func (s *deviceStats) record(ev *Event, class Class, tx *dashTexts) {
 	at := ev.Start.UnixNano()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -177,9 +130,12 @@ func (s *deviceStats) record(ev *Event, class Class) {
 		s.reqNext = (s.reqNext + 1) % cap(s.requests)
 	}
 	if e != nil {
-		e.fill(ev, at, class)
+		e.fill(ev, at, class, tx)
 	}
 	if class.Refused() {
+		if s.refusals == nil && s.refRing > 0 {
+			s.refusals = make([]refusalEntry, 0, s.refRing)
+		}
 		var r *refusalEntry
 		if len(s.refusals) < cap(s.refusals) {
 			s.refusals = s.refusals[:len(s.refusals)+1]
@@ -189,8 +145,8 @@ func (s *deviceStats) record(ev *Event, class Class) {
 			s.refNext = (s.refNext + 1) % cap(s.refusals)
 		}
 		if r != nil {
-			r.fill(ev, at, class)
-			r.reason.n, r.reason.cut = setText(r.reason.b[:], ev.Reason)
+			r.fill(ev, at, class, tx)
+			r.reason = tx.reasons.get(ev.Reason)
 		}
 	}
 	s.total++
@@ -203,8 +159,8 @@ func (s *deviceStats) record(ev *Event, class Class) {
 	}
 	s.lastClient = ev.Client
 	s.lastAuth = authName(ev.Auth)
-	if ev.UserAgent != string(s.ua.b[:s.ua.n]) || s.ua.cut {
-		s.ua.n, s.ua.cut = setText(s.ua.b[:], ev.UserAgent)
+	if ev.UserAgent != s.ua {
+		s.ua = tx.agents.get(ev.UserAgent)
 	}
 	sec := at / int64(time.Second)
 	epoch := sec / rateSlotSeconds
@@ -215,10 +171,12 @@ func (s *deviceStats) record(ev *Event, class Class) {
 	s.rate[slot]++
 }
 
-func (e *entry) fill(ev *Event, at int64, class Class) {
+func (e *entry) fill(ev *Event, at int64, class Class, tx *dashTexts) {
 	e.at, e.dur, e.rule, e.status, e.class = at, ev.Duration, ev.Rule, int16(min(ev.Status, 999)), class
 	e.method, e.watch = methodIndex(ev.Method), ev.Watch
-	e.path.n, e.path.cut = setText(e.path.b[:], ev.Path)
+	if e.path != ev.Path {
+		e.path = tx.paths.get(ev.Path)
+	}
 }
 
 // authName maps the gateway's auth modes onto constants, so a device's state never retains a string

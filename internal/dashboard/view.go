@@ -55,13 +55,13 @@ func (s *deviceStats) fill(r *Row, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.textsAt != s.version || s.version == 0 {
-		s.texts = rowTexts{ua: getText(s.ua.b[:], s.ua.n, s.ua.cut)}
+		s.texts = rowTexts{ua: s.ua}
 		if s.lastClient.IsValid() {
 			s.texts.client = s.lastClient.String()
 		}
 		if n := len(s.refusals); n > 0 {
 			last := &s.refusals[(s.refNext+n-1)%n]
-			s.texts.lastRefusal, s.texts.lastRule = getText(last.reason.b[:], last.reason.n, last.reason.cut), last.rule
+			s.texts.lastRefusal, s.texts.lastRule = last.reason, last.rule
 		}
 		s.textsAt = s.version
 	}
