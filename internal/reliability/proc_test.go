@@ -70,6 +70,20 @@ func openFDs(t testing.TB, gw *gatewaytest.Gateway) int {
 	return len(ents)
 }
 
+// loadAverage is the machine's 1-, 5- and 15-minute load average (/proc/loadavg): the tests share the
+// machine, and a soak on an overloaded one fails for the API server's sake, not the gateway's.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 // metrics scrapes the gateway's admin /metrics into "name{labels}" → value.
 func metrics(t testing.TB, gw *gatewaytest.Gateway) map[string]float64 {
 	t.Helper()

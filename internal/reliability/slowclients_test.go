@@ -199,7 +199,7 @@ func checkClosedBy(t *testing.T, what string, hs []*held, timeout time.Duration,
 	}
 	slices.Sort(ds)
 	if len(ds) > 0 {
-		t.Logf("%d %ss closed after %v (min) / %v (median) / %v (max); timeout %v", len(ds), what, ds[0].Round(time.Millisecond), ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond), timeout)
+		t.Logf("%s: %d closed after %v (min) / %v (median) / %v (max); timeout %v", what, len(ds), ds[0].Round(time.Millisecond), ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond), timeout)
 	}
 	if bad > 0 {
 		t.Errorf("%s: %d of %d not closed by the timeout", what, bad, len(hs))

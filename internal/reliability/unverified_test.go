@@ -91,8 +91,8 @@ func TestUnverifiedBodyFlood(t *testing.T) {
 	}
 	grew := held.RSS - base.RSS
 	bound := int64(floodConns)*idleConnBound + 2*unverifiedBudget
-	t.Logf("gateway RSS: %s before, %s with %d anonymous signed uploads of %d KiB sent (+%s; bound %s), peak %s, %s after; answers %v",
-		mib(base.RSS), mib(held.RSS), floodConns, floodBody>>10, mib(grew), mib(bound), mib(after.HWM), mib(after.RSS), answers)
+	t.Logf("gateway RSS: %s before, %s with %d anonymous signed uploads of %d KiB sent (+%s; bound %s), peak %s, %s after; answers %v; a real device's requests during the flood: %s",
+		mib(base.RSS), mib(held.RSS), floodConns, floodBody>>10, mib(grew), mib(bound), mib(after.HWM), mib(after.RSS), answers, formatTally(tally(rec.snapshot())))
 	if grew > bound {
 		t.Errorf("RSS grew by %s for %d anonymous uploads, want at most %s", mib(grew), floodConns, mib(bound))
 	}
