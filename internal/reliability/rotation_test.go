@@ -88,6 +88,15 @@ func TestUpstreamCredentialRotation(t *testing.T) {
 	rs := rec.snapshot()
 	t.Logf("rotation: own client's first SelfSubjectReview as %s %v after the files changed, first forwarded request %v after",
 		newUser, ownAt.Sub(rotated).Round(time.Millisecond), fwdAt.Sub(rotated).Round(time.Millisecond))
+	// A transport reads the files when a request passes through it, and switches from the next one: how
+	// soon the forwarded requests switch depends on when the gateway next forwards anything at all.
+	var firstFwd time.Time
+	for _, ev := range readAudit(t) {
+		if ev.forwarded() && !ev.Received.Before(rotated) && (firstFwd.IsZero() || ev.Received.Before(firstFwd)) {
+			firstFwd = ev.Received
+		}
+	}
+	t.Logf("the first request forwarded after the files changed, as either identity: %v after", firstFwd.Sub(rotated).Round(time.Millisecond))
 	t.Logf("probe requests: %d (%s); %d after the old identity's RBAC was deleted", len(rs), formatTally(tally(rs)), len(between(rs, unbound, time.Now())))
 	if rep != nil {
 		t.Logf("fleet: %d requests, errors %v", rep.Requests, rep.Errors)
