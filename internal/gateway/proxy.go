@@ -180,9 +180,10 @@ func upstreamErrorKind(r *http.Request, err error) string {
 }
 
 // copyBufSize is ReverseProxy's copy buffer, pooled as arrays so Put does not allocate. A watch holds
-// one for as long as it is open, so it is small: 10,000 watches hold 80 MB at 8 KiB, 320 MB at net/http's
-// 32 KiB. Non-watch bodies are collected by compaction anyway, so a larger buffer would buy nothing.
-const copyBufSize = 8 << 10
+// one for as long as it is open, so it is small: 5,000 boards' pod watches hold 10 MB at 2 KiB, 40 MB at
+// 8 KiB, 160 MB at net/http's 32 KiB. A pod's watch event is about that size, and non-watch bodies are
+// collected by compaction anyway, so a larger buffer would only save a few copy calls.
+const copyBufSize = 2 << 10
 
 type bufferPool struct{ pool sync.Pool }
 
