@@ -69,7 +69,7 @@ func newServe(g *globals) *cobra.Command {
 	f.Int64Var(&cfg.Gateway.MaxBodyBytes, "max-body-bytes", 64<<10, "largest request body accepted (413 beyond)")
 	f.Int64Var(&cfg.Gateway.UnverifiedBodyBudget, "max-unverified-body-bytes", 4<<20, "request bodies held at once from senders not yet authenticated (signed requests before their signature is checked, shared identity, enrollment): 503 beyond; each counts at least 16 KiB")
 	f.IntVar(&cfg.GCPercent, "gc-percent", 400, "Go GC target percentage (GOGC); the GOGC environment variable wins")
-	f.Int64Var(&cfg.MemoryLimit, "memory-limit", 256<<20, "soft memory limit in bytes (GOMEMLIMIT); the GOMEMLIMIT environment variable wins")
+	f.Int64Var(&cfg.MemoryLimit, "memory-limit", 192<<20, "soft memory limit in bytes (GOMEMLIMIT): the heap grows to it before the collector runs, so it sets the gateway's RSS; the GOMEMLIMIT environment variable wins")
 	f.BoolVar(&cfg.Profiling, "profiling", false, "serve net/http/pprof under /debug/pprof/ on the admin port")
 	f.BoolVar(&cfg.Fleet.HeartbeatTranslation, "heartbeat-translation", true, "turn status-PATCH heartbeats into Lease renewals; write the Node status only on change, every report interval, or when it may be Unknown (docs/heartbeat.md)")
 	f.DurationVar(&cfg.Fleet.Heartbeat.GracePeriod, "node-monitor-grace-period", 50*time.Second, "kube-controller-manager's --node-monitor-grace-period; the Lease renew interval (grace/4) and the staleness bound follow from it")

@@ -24,7 +24,7 @@ func TestGCFlagsTakeEffect(t *testing.T) {
 		args, env      []string
 		gogc, memlimit float64
 	}{
-		{"defaults", nil, nil, 400, 256 << 20},
+		{"defaults", nil, nil, 400, 192 << 20},
 		{"flags", []string{"--gc-percent", "123", "--memory-limit", "209715200"}, nil, 123, 200 << 20},
 		{"environment wins", []string{"--gc-percent", "123", "--memory-limit", "209715200"}, []string{"GOGC=77", "GOMEMLIMIT=150MiB"}, 77, 150 << 20},
 		{"environment wins only for what it sets", []string{"--gc-percent", "123", "--memory-limit", "209715200"}, []string{"GOGC=77", "GOMEMLIMIT="}, 77, 200 << 20},

@@ -46,7 +46,11 @@ type Config struct {
 	// GCPercent is the Go garbage collector's target (GOGC). Default 400: a proxy's heap is small and
 	// short-lived, and collecting it 4× less often saves CPU per request (docs/benchmarks.md); the
 	// GOGC environment variable, when set, wins. MemoryLimit (GOMEMLIMIT, bytes) caps the heap softly
-	// so the larger target never costs unbounded memory; 0 means 256 MiB unless GOMEMLIMIT is set.
+	// so the larger target never costs unbounded memory; 0 means 192 MiB unless GOMEMLIMIT is set. At
+	// GOGC 400 the heap grows to the limit before it is collected, so the limit, not the fleet, sets
+	// the gateway's RSS (the limit plus 10–30 MB of binary, stacks and runtime): 192 MiB keeps it under
+	// 256 MB, and 5,000 reference-firmware boards need about 100 MB of it live (docs/benchmarks.md).
+	// A larger fleet, or agents holding watches, needs a larger limit, or the collector runs more often.
 	GCPercent   int
 	MemoryLimit int64
 	// Enrollment turns on POST /picogate/v1/enroll, /rotate and /deregister: the gateway then writes
@@ -314,7 +318,7 @@ func tuneGC(percent int, limit int64) {
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		if limit == 0 {
-			limit = 256 << 20
+			limit = 192 << 20
 		}
 		debug.SetMemoryLimit(limit)
 	}
