@@ -161,6 +161,11 @@ type Config struct {
 	Now func() time.Time
 	// AccessLog writes one log line per request. picogate serve turns it on.
 	AccessLog bool
+	// DeviceMetrics exports series per registered device (picogate_device_requests_total,
+	// picogate_device_rate_limited_total, picogate_device_last_seen_timestamp_seconds). They cost the
+	// gateway about 3.5 KB per device and Prometheus three series or more per device, so a fleet of
+	// thousands may do without them: the dashboard shows the same per device. picogate serve turns it on.
+	DeviceMetrics bool
 	// OnRequest, if set, is given every finished request (the fleet dashboard's Record; never a
 	// credential). It runs on the request's goroutine, so it must not block.
 	OnRequest func(dashboard.Event)
@@ -304,7 +309,7 @@ func New(cfg Config) (*Gateway, error) {
 		access:   cfg.AccessLogger,
 		registry: cfg.Registry,
 		policy:   cfg.Policy,
-		metrics:  newMetrics(),
+		metrics:  newMetrics(cfg.DeviceMetrics),
 		respBufs: newBufPool(16 << 10),
 		bodies:   newBodyPool(),
 

@@ -27,12 +27,17 @@ type metrics struct {
 	deviceRequests *prometheus.CounterVec // device, code
 	deviceLimited  *prometheus.CounterVec // device
 	deviceLastSeen *prometheus.GaugeVec   // device
+	// perDevice is Config.DeviceMetrics. Off, every device shares unexported stand-ins (discard*), so
+	// no series exists per device.
+	perDevice      bool
+	discardCounter prometheus.Counter
+	discardGauge   prometheus.Gauge
 
 	requestsBy, durationBy sync.Map // the series of requests and duration, by their labels (requestsFor, durationFor)
 }
 
-func newMetrics() *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+func newMetrics(perDevice bool) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), perDevice: perDevice}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_requests_total", Help: "Device requests by HTTP status code and route class (the policy rule)."}, []string{"code", "route"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "picogate_request_duration_seconds", Help: "Time to answer non-watch device requests, by route class.", Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"route"})
@@ -50,10 +55,17 @@ func newMetrics() *metrics {
 	m.deviceLimited = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_device_rate_limited_total", Help: "Requests refused with 429 per registered device."}, []string{"device"})
 	m.deviceLastSeen = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "picogate_device_last_seen_timestamp_seconds", Help: "When a registered device last made a request (Unix time)."}, []string{"device"})
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.inFlight, m.watchesOpen, m.upstreamErrors, m.authFailures, m.overloaded,
-		m.responseBytes, m.overRing, m.ringFit, m.compactSaved, m.compactSkipped, m.deviceRequests, m.deviceLimited, m.deviceLastSeen,
+		m.responseBytes, m.overRing, m.ringFit, m.compactSaved, m.compactSkipped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
+	if perDevice {
+		for _, c := range []prometheus.Collector{m.deviceRequests, m.deviceLimited, m.deviceLastSeen} {
+			f(c)
+		}
+	}
+	m.discardCounter = prometheus.NewCounter(prometheus.CounterOpts{Name: "picogate_discarded"})
+	m.discardGauge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "picogate_discarded"})
 	for _, r := range authReasons {
 		m.authFailures.WithLabelValues(r)
 	}
@@ -96,6 +108,9 @@ func (m *metrics) durationFor(rule string) prometheus.Observer {
 
 // forgetDevice drops a removed device's series so the label set stays bounded by the registry.
 func (m *metrics) forgetDevice(name string) {
+	if !m.perDevice {
+		return
+	}
 	m.deviceRequests.DeletePartialMatch(prometheus.Labels{"device": name})
 	m.deviceLimited.DeleteLabelValues(name)
 	m.deviceLastSeen.DeleteLabelValues(name)

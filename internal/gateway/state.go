@@ -42,10 +42,10 @@ func (s *deviceStates) get(name string) *deviceState {
 	if st, ok := s.m.Load(name); ok {
 		return st.(*deviceState)
 	}
-	st := &deviceState{
-		limiter:     rate.NewLimiter(rate.Limit(s.g.cfg.DeviceRate), s.g.cfg.DeviceBurst),
-		rateLimited: s.g.metrics.deviceLimited.WithLabelValues(name),
-		lastSeen:    s.g.metrics.deviceLastSeen.WithLabelValues(name),
+	st := &deviceState{limiter: rate.NewLimiter(rate.Limit(s.g.cfg.DeviceRate), s.g.cfg.DeviceBurst),
+		rateLimited: s.g.metrics.discardCounter, lastSeen: s.g.metrics.discardGauge}
+	if s.g.metrics.perDevice {
+		st.rateLimited, st.lastSeen = s.g.metrics.deviceLimited.WithLabelValues(name), s.g.metrics.deviceLastSeen.WithLabelValues(name)
 	}
 	s.m.Store(name, st)
 	return st
@@ -53,6 +53,9 @@ func (s *deviceStates) get(name string) *deviceState {
 
 // requestsFor is the device's picogate_device_requests_total counter for code, looked up once.
 func (st *deviceState) requestsFor(m *metrics, name string, code int) prometheus.Counter {
+	if !m.perDevice {
+		return m.discardCounter
+	}
 	if c, ok := st.requests.Load(code); ok {
 		return c.(prometheus.Counter)
 	}
