@@ -17,7 +17,7 @@ import (
 	"github.com/picogate/picogate/internal/sim"
 )
 
-// The device-port bounds under test, shortened from their defaults (10s, 10s, 60s) to keep the test
+// The device-port bounds under test, shortened from their defaults (10s, 10s, 5s) to keep the test
 // short; docs/reliability.md states the defaults.
 const (
 	readHeaderTimeout = 3 * time.Second
