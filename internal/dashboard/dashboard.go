@@ -126,7 +126,8 @@ func DeviceBytes(cfg Config) (always, refused int) {
 }
 
 // Record takes one finished request. It is called on the gateway's request path: it allocates nothing
-// (after a device's first request) and locks only that device's state.
+// after a device's first request (or first refusal) unless the request brings a text not seen before,
+// and locks only that device's state.
 func (d *Dashboard) Record(ev Event) {
 	class := Classify(&ev)
 	d.history.cur.add(&ev, class)

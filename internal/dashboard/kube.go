@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/picogate/picogate/device"
 )
 
 // NodeCondition is one condition of a device's Node, as the device page shows it.
@@ -195,8 +197,7 @@ func (k *kubeView) nodeInformer() cache.SharedIndexInformer {
 	k.mu.Unlock()
 	_ = inf.SetTransform(func(obj any) (any, error) {
 		if n, ok := obj.(*corev1.Node); ok {
-			n.ManagedFields, n.Annotations = nil, nil
-			n.Status.Images, n.Status.Capacity, n.Status.Allocatable = nil, nil, nil
+			return trimNode(n), nil
 		}
 		return obj, nil
 	})
@@ -219,7 +220,7 @@ func (k *kubeView) upsertNode(obj any) {
 	if !ok {
 		return
 	}
-	ni := &nodeInfo{firmware: n.Status.NodeInfo.KubeletVersion, board: n.Labels["picogate.io/board"]}
+	ni := &nodeInfo{firmware: n.Status.NodeInfo.KubeletVersion, board: n.Labels[device.BoardLabel]}
 	for _, a := range n.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP {
 			ni.address = a.Address
@@ -238,6 +239,24 @@ func (k *kubeView) upsertNode(obj any) {
 	k.mu.Lock()
 	k.nodes[n.Name] = ni
 	k.mu.Unlock()
+}
+
+// trimNode is what upsertNode reads of a Node, and what the informer needs (name, resourceVersion,
+// UID), in a new object: the informer keeps it for every Node of the cluster, so the decoded one,
+// with its images, capacity, annotations and node info, is left to the collector.
+func trimNode(n *corev1.Node) *corev1.Node {
+	t := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, ResourceVersion: n.ResourceVersion, UID: n.UID}}
+	if b, ok := n.Labels[device.BoardLabel]; ok {
+		t.Labels = map[string]string{device.BoardLabel: b}
+	}
+	t.Status.NodeInfo.KubeletVersion = n.Status.NodeInfo.KubeletVersion
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			t.Status.Addresses = append(t.Status.Addresses, a)
+		}
+	}
+	t.Status.Conditions = slices.Clone(n.Status.Conditions)
+	return t
 }
 
 func (k *kubeView) leaseInformer() cache.SharedIndexInformer {
