@@ -16,11 +16,12 @@ const (
 )
 
 // Interning bounds: a text longer than twice its limit is stored cut but not interned (no board sends
-// one), and a table holds at most textShards × textsPerShard texts: room for a few paths of each of
-// 10,000 boards before a shard starts again.
+// one), and a table holds at most textShards × textsPerShard texts, about 11 MB of paths at worst (each
+// key and text at its bound): room for three paths of each of 10,000 boards. A shard that fills up
+// starts again, which costs only new copies of the texts still in use.
 const (
-	textShards    = 64
-	textsPerShard = 2048
+	textShards    = 32
+	textsPerShard = 1024
 )
 
 // texts interns the bounded, redacted strings the rings keep: paths, refusal reasons, user agents. A
