@@ -215,11 +215,14 @@ func (f *firmwareDevice) sendExtra(ctx context.Context, method, path, ctype stri
 		f.fail("request-too-large", fmt.Sprintf("%s %s: %d bytes do not fit the %d-byte request buffer", method, path, len(f.req), firmwareRequestBuffer))
 		return 0, "", errors.New("request too large")
 	}
+	run := ctx
 	ctx, cancel := context.WithTimeout(ctx, firmwareIOTimeout)
 	defer cancel()
 	conn, err := f.dial(ctx, "tcp", f.host)
 	if err != nil {
-		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// A refusal or the board's own I/O timeout is an error; a dial cut short because the run
+		// ended (its --duration or Ctrl-C) is not the gateway's doing.
+		if run.Err() == nil {
 			f.fail("network", err.Error())
 		}
 		return 0, "", err

@@ -3,8 +3,10 @@ package sim
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -218,5 +220,41 @@ func TestRunStopsWithDuration(t *testing.T) {
 	rep, err := s.Run(context.Background())
 	if err != nil || rep.Devices != 1 || rep.DevicesReady != 1 || rep.Requests != 1 {
 		t.Errorf("got %+v, %v", rep, err)
+	}
+}
+
+// TestFirmwareDialErrors: a dial that fails is an error; one cut short because the run ended is not (a
+// fleet stopped mid-dial would otherwise report errors the gateway never caused).
+func TestFirmwareDialErrors(t *testing.T) {
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
+		}
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	}
+	for _, tc := range []struct {
+		name       string
+		run        func() (context.Context, context.CancelFunc)
+		wantErrors uint64
+	}{
+		{"refused", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }, 1},
+		{"the run's duration is over", func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 0) }, 0},
+		{"the run is stopped", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx, cancel
+		}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &firmwareDevice{name: "pico-1", host: "127.0.0.1:1", dial: dial, r: DeviceReport{Errors: map[string]uint64{}}}
+			run, cancel := tc.run()
+			defer cancel()
+			if _, err := f.send(run, "GET", "/api/v1/nodes/pico-1", "", nil); err == nil {
+				t.Fatal("send: got nil, want the dial's error")
+			}
+			if got := f.Snapshot().Errors["network"]; got != tc.wantErrors {
+				t.Errorf("network errors: got %d, want %d", got, tc.wantErrors)
+			}
+		})
 	}
 }
