@@ -49,7 +49,7 @@ type Config struct {
 	// so the larger target never costs unbounded memory; 0 means 192 MiB unless GOMEMLIMIT is set. At
 	// GOGC 400 the heap grows to the limit before it is collected, so the limit, not the fleet, sets
 	// the gateway's RSS (the limit plus 10–30 MB of binary, stacks and runtime): 192 MiB keeps it under
-	// 256 MB, and 5,000 reference-firmware boards need about 100 MB of it live (docs/benchmarks.md).
+	// 256 MB, and 5,000 reference-firmware boards need about 70 MB of it live (docs/memory.md).
 	// A larger fleet, or agents holding watches, needs a larger limit, or the collector runs more often.
 	GCPercent   int
 	MemoryLimit int64
