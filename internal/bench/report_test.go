@@ -99,30 +99,32 @@ func TestJSONGolden(t *testing.T) {
 }
 
 func TestGoals(t *testing.T) {
-	got := map[string]Goal{}
-	for _, g := range sampleReport().Goals {
-		got[g.Goal] = g
-	}
-	tests := []struct {
-		prefix, status, detail string
-	}{
+	checkGoals(t, sampleReport().Goals, []goalWant{
 		{"get: picogate per-device", goalMet, "1.04×, met"},
 		{"patch: picogate per-device", goalNotMeasured, "needs"},
 		{"patch-close: picogate per-device", goalMet, "CPU/request 150 µs vs 137 µs (1.09×, met; stretch missed by 9%)"},
 		{"patch-close (the firmware's pattern)", goalMissed, "2.69× (missed by 10%)"},
 		{"watch fan-out", goalMet, "+4.0 ms"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.prefix, func(t *testing.T) {
-			for name, g := range got {
-				if strings.HasPrefix(name, tt.prefix) {
-					if g.Status != tt.status || !strings.Contains(g.Detail, tt.detail) {
-						t.Errorf("got %s %q, want %s with %q", g.Status, g.Detail, tt.status, tt.detail)
+	})
+}
+
+// goalWant is a goal expected among a report's goals: the one whose text starts with prefix.
+type goalWant struct{ prefix, status, detail string }
+
+// checkGoals finds each wanted goal by its prefix and checks its status and that its detail says detail.
+func checkGoals(t *testing.T, goals []Goal, want []goalWant) {
+	t.Helper()
+	for _, w := range want {
+		t.Run(w.prefix, func(t *testing.T) {
+			for _, g := range goals {
+				if strings.HasPrefix(g.Goal, w.prefix) {
+					if g.Status != w.status || !strings.Contains(g.Detail, w.detail) {
+						t.Errorf("got %s %q, want %s with %q", g.Status, g.Detail, w.status, w.detail)
 					}
 					return
 				}
 			}
-			t.Errorf("got no goal starting %q", tt.prefix)
+			t.Errorf("got no goal starting %q", w.prefix)
 		})
 	}
 }
