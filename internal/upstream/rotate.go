@@ -186,9 +186,15 @@ func (g *generation) retire() {
 	g.rt.CloseIdleConnections()
 }
 
+// release ends one request of the generation. A retired generation closes its idle connections at every
+// end, not only the last: a request that took the generation just before the switch reopens its pool
+// (net/http stops closing returned connections once a request asks it for one), so the connection it hands
+// back would otherwise stay open, idle under the old identity, for as long as another request (a watch)
+// keeps the generation alive. After the last end it also makes the transport close, instead of pool, a
+// connection handed back later.
 func (g *generation) release() {
-	if g.active.Add(-1) == 0 && g.retired.Load() {
-		// Also makes the transport close, instead of pool, a connection handed back after this.
+	g.active.Add(-1)
+	if g.retired.Load() {
 		g.rt.CloseIdleConnections()
 	}
 }
