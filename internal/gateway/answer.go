@@ -7,27 +7,41 @@ import (
 )
 
 // Answer may answer a device's request itself instead of forwarding it — heartbeat translation
-// (heartbeat.Translator.ServeStatusPatch), cached reads (readcache.Cache.ServeGet). It reports whether it
-// did; when it did not, it has written nothing and the request goes on to the proxy. It runs after every
-// check (identity, policy, limits, body, signature, inspection) and within the request's deadline, and
-// any request it makes upstream must be made as d. body is the whole request body, valid during the call.
+// (heartbeat.Translator.ServeStatusPatch), cached reads (readcache.Cache.ServeGet), the shared pod watch
+// (podwatch.Hub.ServeWatch, in Config.WatchAnswers). It reports whether it did; when it did not, it has
+// written nothing and the request goes on to the proxy. It runs after every check (identity, policy,
+// limits — a watch's caps included —, body, signature, inspection) and within the request's deadline,
+// and any request it makes upstream must be made as d. body is the whole request body, valid during the
+// call.
 type Answer func(w http.ResponseWriter, r *http.Request, d *registry.Device, body []byte) bool
 
-// answer gives Config.Answers, in order, each non-watch device request that reaches the proxy; the
-// first that takes it answers it. The shared identity's requests are always forwarded.
+// answer gives each device request that reaches the proxy to Config.Answers (a watch: to
+// Config.WatchAnswers), in order; the first that takes it answers it. A request none takes is forwarded,
+// and Config.Forwarded is then told what the API server answered. The shared identity's requests are
+// always forwarded.
 func (g *Gateway) answer(next http.Handler) http.Handler {
-	if len(g.cfg.Answers) == 0 {
+	if len(g.cfg.Answers) == 0 && len(g.cfg.WatchAnswers) == 0 && g.cfg.Forwarded == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d := identityFrom(r).Device(); d != nil && !grantFrom(r).watch {
+		d := identityFrom(r).Device()
+		if d != nil {
+			answers := g.cfg.Answers
+			if grantFrom(r).watch {
+				answers = g.cfg.WatchAnswers
+			}
 			body := bodyFrom(r).Bytes()
-			for _, a := range g.cfg.Answers {
+			for _, a := range answers {
 				if a(w, r, d, body) {
 					return
 				}
 			}
 		}
 		next.ServeHTTP(w, r)
+		if d != nil && g.cfg.Forwarded != nil {
+			if x := exchangeOf(r); x.rec.upstream {
+				g.cfg.Forwarded(r, d, x.rw.code)
+			}
+		}
 	})
 }

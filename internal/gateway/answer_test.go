@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -124,4 +125,59 @@ func TestAdmitPriority(t *testing.T) {
 	}
 	close(release)
 	wg.Wait()
+}
+
+// TestWatchAnswersAndForwarded: a watch goes to Config.WatchAnswers (never to Answers), anything else
+// to Answers; a request none takes is forwarded, and Config.Forwarded is told the API server's status.
+func TestWatchAnswersAndForwarded(t *testing.T) {
+	d := dev("pico-1", registry.AuthToken)
+	var asked []string
+	var told []string
+	serveWatch := func(w http.ResponseWriter, r *http.Request, _ *registry.Device, _ []byte) bool {
+		asked = append(asked, "watch "+r.URL.Path)
+		if r.URL.Path != "/served" {
+			return false
+		}
+		w.WriteHeader(http.StatusOK)
+		return true
+	}
+	other := func(_ http.ResponseWriter, r *http.Request, _ *registry.Device, _ []byte) bool {
+		asked = append(asked, "other "+r.URL.Path)
+		return false
+	}
+	forwarded := func(r *http.Request, dv *registry.Device, code int) {
+		told = append(told, dv.Name+" "+r.URL.Path+" "+strconv.Itoa(code))
+	}
+	g := newTestGateway(t, Config{Registry: registryOf(d), Answers: []Answer{other}, WatchAnswers: []Answer{serveWatch}, Forwarded: forwarded})
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		recordFrom(r).noteUpstream()
+		w.WriteHeader(http.StatusForbidden)
+	})
+	device := Identity{kind: deviceIdentity, device: d}
+	cases := []struct {
+		name        string
+		id          Identity
+		watch       bool
+		path        string
+		code        int
+		asked, told string
+	}{
+		{"a watch taken by a watch answer", device, true, "/served", 200, "watch /served", ""},
+		{"a watch none takes: forwarded, and told", device, true, "/other", 403, "watch /other", "pico-1 /other 403"},
+		{"not a watch: never to the watch answers", device, false, "/served", 403, "other /served", "pico-1 /served 403"},
+		{"the shared identity: forwarded, nothing told", Identity{kind: sharedIdentity}, true, "/other", 403, "", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			asked, told = nil, nil
+			r := prepared(httptest.NewRequest("GET", c.path, nil), c.id, grant{rule: "test", watch: c.watch}, Body{})
+			rec := httptest.NewRecorder()
+			x := exchangeOf(r)
+			x.rw = recordingWriter{ResponseWriter: rec, rec: &x.rec, rc: http.NewResponseController(rec), req: r}
+			g.answer(upstream).ServeHTTP(&x.rw, r)
+			if rec.Code != c.code || strings.Join(asked, ",") != c.asked || strings.Join(told, ",") != c.told {
+				t.Errorf("got %d, asked %q, told %q; want %d, %q, %q", rec.Code, asked, told, c.code, c.asked, c.told)
+			}
+		})
+	}
 }
