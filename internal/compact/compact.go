@@ -54,12 +54,18 @@ const (
 // Append appends src to dst with every metadata.managedFields member and every last-applied annotation
 // removed (at any depth, so items of lists and objects embedded in watch events are compacted too) and
 // whitespace dropped. On error dst is returned with its original length: the caller keeps src.
+//
+// The API server writes compact JSON, so almost all of src goes out as it came in: the scanner
+// validates token by token but copies whole runs of bytes, cutting a run only where something is
+// dropped (whitespace, a dropped member and its comma). A Node is then a few copies, not one per token.
 func Append(dst, src []byte) ([]byte, error) {
 	s := scanner{src: src, dst: dst}
 	s.skipSpace()
+	s.from = s.pos
 	if err := s.value(plain, 0); err != nil {
 		return dst[:len(dst):len(dst)], fmt.Errorf("compacting at byte %d: %w", s.pos, err)
 	}
+	s.flush()
 	s.skipSpace()
 	if s.pos != len(src) {
 		return dst[:len(dst):len(dst)], fmt.Errorf("compacting at byte %d: %w: data after the value", s.pos, ErrInvalid)
@@ -67,24 +73,47 @@ func Append(dst, src []byte) ([]byte, error) {
 	return s.dst, nil
 }
 
+// scanner validates src from pos on. src[from:pos] is the run scanned but not yet copied to dst; it is
+// copied (flush) before anything is cut out, and never when discard is set (a value being dropped, or a
+// scanner that only validates).
 type scanner struct {
-	src []byte
-	dst []byte
-	pos int
+	src     []byte
+	dst     []byte
+	pos     int
+	from    int
+	discard bool
 }
 
+// flush copies the pending run to dst.
+func (s *scanner) flush() {
+	if !s.discard && s.pos > s.from {
+		s.dst = append(s.dst, s.src[s.from:s.pos]...)
+	}
+	s.from = s.pos
+}
+
+// skipSpace drops whitespace at pos: the run before it is copied first. It is small enough to be
+// inlined at every token, where the API server's compact JSON almost never has any.
 func (s *scanner) skipSpace() {
-	for s.pos < len(s.src) {
-		switch s.src[s.pos] {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return
-		}
+	if s.pos < len(s.src) && s.src[s.pos] <= ' ' {
+		s.dropSpace()
 	}
 }
 
-// value copies one JSON value; at says where it is, when it is an object (see place).
+func (s *scanner) dropSpace() {
+	if !isSpace(s.src[s.pos]) {
+		return
+	}
+	s.flush()
+	for s.pos < len(s.src) && isSpace(s.src[s.pos]) {
+		s.pos++
+	}
+	s.from = s.pos
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// value scans one JSON value; at says where it is, when it is an object (see place).
 func (s *scanner) value(at place, depth int) error {
 	if s.pos >= len(s.src) {
 		return ErrInvalid
@@ -95,23 +124,12 @@ func (s *scanner) value(at place, depth int) error {
 	case c == '[':
 		return s.array(depth + 1)
 	case c == '"':
-		start := s.pos
-		if err := s.skipString(); err != nil {
-			return err
-		}
-		s.dst = append(s.dst, s.src[start:s.pos]...)
-		return nil
+		return s.skipString()
 	case c == '-' || (c >= '0' && c <= '9'):
-		start := s.pos
-		if err := s.skipNumber(); err != nil {
-			return err
-		}
-		s.dst = append(s.dst, s.src[start:s.pos]...)
-		return nil
+		return s.skipNumber()
 	default:
 		for _, lit := range [...]string{"true", "false", "null"} {
 			if len(s.src)-s.pos >= len(lit) && string(s.src[s.pos:s.pos+len(lit)]) == lit {
-				s.dst = append(s.dst, lit...)
 				s.pos += len(lit)
 				return nil
 			}
@@ -120,16 +138,17 @@ func (s *scanner) value(at place, depth int) error {
 	}
 }
 
+// object scans an object. In a plain object nothing is dropped, so its commas stay in the run. In
+// metadata or its annotations a member may be dropped: there each comma is cut from the run and written
+// again only before a member that is kept and follows another kept one.
 func (s *scanner) object(at place, depth int) error {
 	if depth > MaxDepth {
 		return ErrTooDeep
 	}
 	s.pos++ // '{'
-	s.dst = append(s.dst, '{')
 	s.skipSpace()
 	if s.pos < len(s.src) && s.src[s.pos] == '}' {
 		s.pos++
-		s.dst = append(s.dst, '}')
 		return nil
 	}
 	written := 0
@@ -142,35 +161,42 @@ func (s *scanner) object(at place, depth int) error {
 			return err
 		}
 		key := s.src[keyStart:s.pos]
+		child, drop := plain, false
+		switch {
+		case at == plain:
+		case at == metadata && string(key) == string(keyManagedFields) || at == annotations && string(key) == string(keyLastApplied):
+			drop = true
+		case at == metadata && string(key) == string(keyAnnotations):
+			child = annotations
+		}
+		if string(key) == string(keyMetadata) {
+			child = metadata
+		}
+		discard := s.discard
+		if at != plain && (drop || written > 0) {
+			keyEnd := s.pos
+			s.pos = keyStart
+			s.flush() // the run before the key; its comma, if any, was cut
+			s.pos = keyEnd
+			if drop {
+				s.discard = true // the member's key, value and whitespace are scanned, not copied
+			} else if !discard {
+				s.dst = append(s.dst, ',')
+			}
+		}
 		s.skipSpace()
 		if s.pos >= len(s.src) || s.src[s.pos] != ':' {
 			return ErrInvalid
 		}
 		s.pos++
 		s.skipSpace()
-		if at == metadata && string(key) == string(keyManagedFields) || at == annotations && string(key) == string(keyLastApplied) {
-			// Validate and drop: scan into a throwaway position of dst.
-			mark := len(s.dst)
-			if err := s.value(plain, depth); err != nil {
-				return err
-			}
-			s.dst = s.dst[:mark]
+		if err := s.value(child, depth); err != nil {
+			return err
+		}
+		if drop {
+			s.discard = discard
+			s.from = s.pos
 		} else {
-			if written > 0 {
-				s.dst = append(s.dst, ',')
-			}
-			s.dst = append(s.dst, key...)
-			s.dst = append(s.dst, ':')
-			child := plain
-			switch {
-			case string(key) == string(keyMetadata):
-				child = metadata
-			case at == metadata && string(key) == string(keyAnnotations):
-				child = annotations
-			}
-			if err := s.value(child, depth); err != nil {
-				return err
-			}
 			written++
 		}
 		s.skipSpace()
@@ -179,11 +205,16 @@ func (s *scanner) object(at place, depth int) error {
 		}
 		switch s.src[s.pos] {
 		case ',':
-			s.pos++
+			if at != plain {
+				s.flush()
+				s.pos++
+				s.from = s.pos
+			} else {
+				s.pos++
+			}
 			s.skipSpace()
 		case '}':
 			s.pos++
-			s.dst = append(s.dst, '}')
 			return nil
 		default:
 			return ErrInvalid
@@ -196,11 +227,9 @@ func (s *scanner) array(depth int) error {
 		return ErrTooDeep
 	}
 	s.pos++ // '['
-	s.dst = append(s.dst, '[')
 	s.skipSpace()
 	if s.pos < len(s.src) && s.src[s.pos] == ']' {
 		s.pos++
-		s.dst = append(s.dst, ']')
 		return nil
 	}
 	for {
@@ -214,11 +243,9 @@ func (s *scanner) array(depth int) error {
 		switch s.src[s.pos] {
 		case ',':
 			s.pos++
-			s.dst = append(s.dst, ',')
 			s.skipSpace()
 		case ']':
 			s.pos++
-			s.dst = append(s.dst, ']')
 			return nil
 		default:
 			return ErrInvalid
@@ -229,39 +256,50 @@ func (s *scanner) array(depth int) error {
 // skipString advances past a string starting at s.pos, validating escapes and rejecting raw control
 // characters, as encoding/json does.
 func (s *scanner) skipString() error {
-	s.pos++ // opening quote
-	for s.pos < len(s.src) {
-		c := s.src[s.pos]
+	src, i := s.src, s.pos+1 // past the opening quote; locals keep the loop in registers
+	for {
+		if i >= len(src) {
+			break
+		}
+		c := src[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			i++
+			continue
+		}
 		switch {
 		case c == '"':
-			s.pos++
+			s.pos = i + 1
 			return nil
 		case c == '\\':
-			if s.pos+1 >= len(s.src) {
+			if i+1 >= len(src) {
+				s.pos = i
 				return ErrInvalid
 			}
-			switch s.src[s.pos+1] {
+			switch src[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				s.pos += 2
+				i += 2
 			case 'u':
-				if s.pos+6 > len(s.src) {
+				if i+6 > len(src) {
+					s.pos = i
 					return ErrInvalid
 				}
-				for _, h := range s.src[s.pos+2 : s.pos+6] {
+				for _, h := range src[i+2 : i+6] {
 					if !isHex(h) {
+						s.pos = i
 						return ErrInvalid
 					}
 				}
-				s.pos += 6
+				i += 6
 			default:
+				s.pos = i
 				return ErrInvalid
 			}
-		case c < 0x20:
+		default: // a raw control character
+			s.pos = i
 			return ErrInvalid
-		default:
-			s.pos++
 		}
 	}
+	s.pos = i
 	return ErrInvalid
 }
 

@@ -10,7 +10,7 @@ import "fmt"
 // written, named and versioned, never a cut copy of it. On error dst is returned unchanged.
 func AppendSummary(dst, src []byte) ([]byte, error) {
 	mark := len(dst)
-	s := scanner{src: src}
+	s := scanner{src: src, discard: true}
 	s.skipSpace()
 	top, err := s.members(0)
 	if err != nil {
@@ -101,7 +101,6 @@ func (s *scanner) members(depth int) (map[string]span, error) {
 		s.pos++
 		s.skipSpace()
 		start := s.pos
-		s.dst = s.dst[:0] // the value is validated by copying it into scratch space
 		if err := s.value(plain, depth+1); err != nil {
 			return nil, err
 		}
@@ -128,18 +127,17 @@ func membersOf(src []byte, sp span) (map[string]span, error) {
 	if sp.end == 0 || src[sp.start] != '{' {
 		return nil, nil
 	}
-	s := scanner{src: src[:sp.end], pos: sp.start}
+	s := scanner{src: src[:sp.end], pos: sp.start, discard: true}
 	return s.members(1)
 }
 
 // elements returns where each element of the array at sp lies.
 func elements(src []byte, sp span) ([]span, error) {
-	s := scanner{src: src[:sp.end], pos: sp.start + 1}
+	s := scanner{src: src[:sp.end], pos: sp.start + 1, discard: true}
 	var out []span
 	s.skipSpace()
 	for s.pos < len(s.src) && s.src[s.pos] != ']' {
 		start := s.pos
-		s.dst = s.dst[:0]
 		if err := s.value(plain, 1); err != nil {
 			return nil, err
 		}
