@@ -11,6 +11,7 @@ import (
 	"github.com/picogate/picogate/internal/asdevice"
 	"github.com/picogate/picogate/internal/gateway"
 	"github.com/picogate/picogate/internal/heartbeat"
+	"github.com/picogate/picogate/internal/podwatch"
 	"github.com/picogate/picogate/internal/readcache"
 	"github.com/picogate/picogate/internal/registry"
 	"github.com/picogate/picogate/internal/upstream"
@@ -28,12 +29,19 @@ type Fleet struct {
 	ReadCache bool
 	// Reads configures it (Upstream and Logger are filled in).
 	Reads readcache.Config
+	// SharedPodWatch serves each device's watch of its own pods from one watch of the API server
+	// (package podwatch; docs/memory.md).
+	SharedPodWatch bool
+	// PodWatch configures it (Source, AsDevice and Logger are filled in).
+	PodWatch podwatch.Config
 }
 
 // fleetParts are the built features: the gateway's answers and their metrics, what follows a device's
 // change, and the read cache's sweeper.
 type fleetParts struct {
 	answers    []gateway.Answer
+	watches    []gateway.Answer                                    // device watches served by the gateway
+	forwarded  func(r *http.Request, d *registry.Device, code int) // the API server's answers to devices
 	collectors []prometheus.Collector
 	priority   func(r *http.Request, d *registry.Device) bool // heartbeats of boards already up
 	changed    []func(name string, registered bool)
@@ -44,7 +52,7 @@ type fleetParts struct {
 // gateway's upstream transport.
 func buildFleet(cfg Fleet, up *upstream.Upstream, log *slog.Logger) (*fleetParts, error) {
 	f := &fleetParts{}
-	if !cfg.HeartbeatTranslation && !cfg.ReadCache {
+	if !cfg.HeartbeatTranslation && !cfg.ReadCache && !cfg.SharedPodWatch {
 		return f, nil
 	}
 	client, err := asdevice.New(asdevice.Config{Base: up.URL, Transport: up.Transport})
@@ -83,6 +91,19 @@ func buildFleet(cfg Fleet, up *upstream.Upstream, log *slog.Logger) (*fleetParts
 		f.answers = append(f.answers, func(w http.ResponseWriter, r *http.Request, d *registry.Device, _ []byte) bool {
 			return cache.ServeGet(w, r, d)
 		})
+	}
+	if cfg.SharedPodWatch {
+		pc := cfg.PodWatch
+		pc.Source, pc.AsDevice, pc.Logger = podwatch.RESTSource(up.Client.CoreV1().RESTClient()), client, log
+		hub, err := podwatch.New(pc)
+		if err != nil {
+			return nil, fmt.Errorf("--shared-pod-watch: %w", err)
+		}
+		f.watches = append(f.watches, hub.ServeWatch)
+		f.forwarded = hub.Observe
+		f.changed = append(f.changed, hub.Forget)
+		f.collectors = append(f.collectors, hub.Collectors()...)
+		f.run = append(f.run, hub.Run)
 	}
 	return f, nil
 }

@@ -163,6 +163,7 @@ func build(cfg Config) (*parts, error) {
 		fleet, err := buildFleet(cfg.Fleet, up, log)
 		if !fail(err) && p.reg != nil {
 			gc.Answers, gc.Collectors, gc.Priority = fleet.answers, fleet.collectors, fleet.priority
+			gc.WatchAnswers, gc.Forwarded = fleet.watches, fleet.forwarded
 			p.background = append(p.background, fleet.run...)
 			for _, f := range fleet.changed {
 				p.reg.Subscribe(f)
