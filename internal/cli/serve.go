@@ -76,6 +76,7 @@ func newServe(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Fleet.Heartbeat.GracePeriod, "node-monitor-grace-period", 50*time.Second, "kube-controller-manager's --node-monitor-grace-period; the Lease renew interval (grace/4) and the staleness bound follow from it")
 	f.DurationVar(&cfg.Fleet.Heartbeat.RenewInterval, "lease-renew-interval", 0, "renew a device's Lease at most this often, 1s to grace/2 (default grace/4)")
 	f.DurationVar(&cfg.Fleet.Heartbeat.ReportInterval, "node-status-report-interval", 5*time.Minute, "write an unchanged Node status at least this often")
+	f.BoolVar(&cfg.Fleet.Heartbeat.CoalesceLeases, "coalesce-leases", true, "forward a device's renewal of its own Lease only when the last forwarded one is a renew interval old, answering the others (needs --heartbeat-translation)")
 	f.BoolVar(&cfg.Fleet.ReadCache, "read-cache", true, "answer devices' repeated GETs (ConfigMaps, their own Node and Lease) from memory, with ETag and If-None-Match")
 	f.DurationVar(&cfg.Fleet.Reads.MaxStaleness, "read-cache-max-staleness", 10*time.Second, "oldest object served from memory")
 	f.DurationVar(&cfg.Fleet.Reads.AuthzWindow, "read-cache-authz-window", 2*time.Minute, "how long the API server's answer to a device's own read lets the device be served that object from memory")

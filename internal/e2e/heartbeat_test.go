@@ -305,6 +305,8 @@ func TestHeartbeatTranslation(t *testing.T) {
 		})
 	})
 
+	t.Run("an agent's own Lease renewals are coalesced", func(t *testing.T) { agentLeaseCoalesced(t, c, gw) })
+
 	t.Run("the firmware stays Ready across an API server restart", func(t *testing.T) {
 		const name = "hb-restart"
 		auth := c.addDevice(t, gw, name)

@@ -87,6 +87,11 @@ type Config struct {
 	ReportInterval time.Duration
 	// LeaseDuration is the Lease's spec.leaseDurationSeconds. Default 40s.
 	LeaseDuration time.Duration
+	// CoalesceLeases: a device that renews its own Lease (the device library renews every 10s, as a
+	// kubelet does) has a renewal forwarded only when the last one forwarded for it is at least
+	// RenewInterval old; the gateway answers the others itself (ownlease.go). picogate serve turns it
+	// on; the zero Config forwards every renewal.
+	CoalesceLeases bool
 	// OnWritten, if set, is called with the API server's answer to a status write or Lease write made
 	// as d (the read cache keeps it, so a device's next read of its Node or Lease is current).
 	OnWritten func(d *registry.Device, path string, body []byte)
@@ -108,6 +113,9 @@ type Translator struct {
 
 	outcomes                                *prometheus.CounterVec
 	written, renewed, coalesced, failedBeat prometheus.Counter
+
+	leaseOutcomes                               *prometheus.CounterVec
+	leaseForwarded, leaseCoalesced, leaseFailed prometheus.Counter
 }
 
 // New validates cfg, reporting every problem at once, and builds a Translator.
@@ -154,11 +162,17 @@ func New(cfg Config) (*Translator, error) {
 		Help: "Translated status-PATCH heartbeats by outcome: written (the Node status), renewed (only the Lease), coalesced (nothing sent upstream), failed."}, []string{"outcome"})
 	t.written, t.renewed = t.outcomes.WithLabelValues(Written), t.outcomes.WithLabelValues(Renewed)
 	t.coalesced, t.failedBeat = t.outcomes.WithLabelValues(Coalesced), t.outcomes.WithLabelValues(failed)
+	t.leaseOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_lease_renewals_total",
+		Help: "Devices' renewals of their own Lease by outcome: forwarded (to the API server), coalesced (answered by the gateway: the last forwarded one is recent enough), failed."}, []string{"outcome"})
+	t.leaseForwarded, t.leaseCoalesced = t.leaseOutcomes.WithLabelValues(Forwarded), t.leaseOutcomes.WithLabelValues(Coalesced)
+	t.leaseFailed = t.leaseOutcomes.WithLabelValues(failed)
 	return t, nil
 }
 
 // Collectors are the translator's metrics, for the gateway's registry.
-func (t *Translator) Collectors() []prometheus.Collector { return []prometheus.Collector{t.outcomes} }
+func (t *Translator) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{t.outcomes, t.leaseOutcomes}
+}
 
 // RenewInterval is the effective Lease renewal interval (for the start-up log line).
 func (t *Translator) RenewInterval() time.Duration { return t.cfg.RenewInterval }
@@ -174,11 +188,14 @@ type devState struct {
 	writeDue  time.Time
 	lastBeat  time.Time // last heartbeat the API server accepted (status write or Lease renewal)
 	lastRenew time.Time
-	leaseUID  string // the Node UID this replica last set as the Lease's owner
+	leaseUID  string     // the Node UID this replica last set as the Lease's owner
+	lease     leaseState // the device's own Lease, when it keeps one (CoalesceLeases)
 
 	ownLease atomic.Int64 // unix nanoseconds of the device's own last Lease write
 	lastOK   atomic.Int64 // lastBeat, in unix nanoseconds, readable without the lock (Heartbeating)
 	dirty    atomic.Bool  // the device wrote its Node itself since: known is stale
+	// leaseDirty: the device wrote its Lease in a way that was forwarded untouched since: lease is stale
+	leaseDirty atomic.Bool
 }
 
 type cond struct{ typ, status string }
@@ -220,7 +237,8 @@ func (t *Translator) Forget(name string) { t.states.Delete(name) }
 // A heartbeat is a strategic-merge PATCH of the device's own /api/v1/nodes/NAME/status, without query
 // parameters, whose body is {"status":{"conditions":[...], ...}}. A device that writes its own Lease
 // (an agent that already heartbeats the KEP-589 way) is left alone: its requests are noted here and
-// forwarded untouched for a grace period after its last Lease write.
+// forwarded untouched for a grace period after its last Lease write; with CoalesceLeases its plain
+// renewals are coalesced (serveOwnLease).
 //
 // The status is written upstream when any of these holds:
 //   - this replica has not written it yet, or its last attempt failed;
@@ -240,8 +258,13 @@ func (t *Translator) ServeStatusPatch(w http.ResponseWriter, r *http.Request, d 
 	path := r.URL.Path
 	switch {
 	case path == leasePath(d.Name) || (r.Method == http.MethodPost && path == leasesPath):
-		t.state(d.Name).ownLease.Store(t.cfg.Now().UnixNano())
-		return false
+		st := t.state(d.Name)
+		st.ownLease.Store(t.cfg.Now().UnixNano())
+		if path == leasesPath {
+			st.leaseDirty.Store(true) // a create: the Lease may be new
+			return false
+		}
+		return t.cfg.CoalesceLeases && t.serveOwnLease(w, r, d, st, body)
 	case path == nodesPath || path == nodePath(d.Name):
 		// The device creates (a reboot) or writes its Node itself: what this replica knows may be stale.
 		if v, ok := t.states.Load(d.Name); ok {

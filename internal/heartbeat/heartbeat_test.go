@@ -81,6 +81,8 @@ func (f *fakeAPI) Do(_ context.Context, as asdevice.Identity, req asdevice.Reque
 		for k, v := range p {
 			f.lease[k] = v
 		}
+		f.rv++
+		f.lease["metadata"] = map[string]any{"name": "pico-1", "resourceVersion": fmt.Sprint(f.rv)}
 		b, _ := json.Marshal(f.lease)
 		return asdevice.Response{Code: 200, Body: b}, nil
 	case req.Method == http.MethodPost && strings.HasSuffix(req.Path, "/leases"):

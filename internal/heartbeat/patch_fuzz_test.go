@@ -39,3 +39,26 @@ func FuzzParsePatch(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseRenewal feeds the Lease renewal parser what a device may send: it never panics, and a body it
+// takes as a plain renewal is one JSON object setting nothing but the renewal's own fields.
+func FuzzParseRenewal(f *testing.F) {
+	f.Add([]byte(renewalBody(start)))
+	f.Add([]byte(`{"spec":{"renewTime":"x","leaseDurationSeconds":1e3}}`))
+	f.Add([]byte(`{"metadata":{},"spec":{"renewTime":"x"}}`))
+	f.Add([]byte(`{"spec":{"renewTime":"x"}} {}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if _, ok := parseRenewal(body, "pico-1"); !ok {
+			return
+		}
+		var doc map[string]map[string]any
+		if err := json.Unmarshal(body, &doc); err != nil || len(doc) != 1 || doc["spec"] == nil {
+			t.Fatalf("%s taken as a renewal: %v", body, err)
+		}
+		for k := range doc["spec"] {
+			if k != "renewTime" && k != "holderIdentity" && k != "leaseDurationSeconds" {
+				t.Fatalf("%s taken as a renewal with field %q", body, k)
+			}
+		}
+	})
+}

@@ -85,7 +85,7 @@ func buildFleet(cfg Fleet, up *upstream.Upstream, log *slog.Logger) (*fleetParts
 		f.collectors = append(f.collectors, tr.Collectors()...)
 		f.priority = tr.Heartbeating
 		log.Info("heartbeat translation: Lease renewals for status-PATCH heartbeats", "renew_interval", tr.RenewInterval(),
-			"grace_period", hc.GracePeriod, "report_interval", hc.ReportInterval)
+			"grace_period", hc.GracePeriod, "report_interval", hc.ReportInterval, "coalesce_leases", hc.CoalesceLeases)
 	}
 	if cache != nil {
 		f.answers = append(f.answers, func(w http.ResponseWriter, r *http.Request, d *registry.Device, _ []byte) bool {
