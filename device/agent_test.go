@@ -34,7 +34,7 @@ func TestNewDefaults(t *testing.T) {
 	}
 	c := a.cfg
 	if c.Gateway != "http://127.0.0.1:6080" || c.LeaseInterval != 10*time.Second || c.LeaseDuration != 40*time.Second ||
-		c.StatusReportInterval != time.Minute || c.Capacity != (Capacity{"1", "264Ki", 4}) || c.Board != "rp2040" || c.Jitter != 0.1 {
+		c.StatusReportInterval != 5*time.Minute || c.Capacity != (Capacity{"1", "264Ki", 4}) || c.Board != "rp2040" || c.Jitter != 0.1 {
 		t.Errorf("got defaults %+v", c)
 	}
 }

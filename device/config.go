@@ -25,7 +25,7 @@ const (
 	DefaultLeaseInterval        = 10 * time.Second
 	DefaultLeaseDuration        = 40 * time.Second
 	DefaultStatusCheckInterval  = 10 * time.Second
-	DefaultStatusReportInterval = 60 * time.Second
+	DefaultStatusReportInterval = 5 * time.Minute
 	DefaultJitter               = 0.1
 	DefaultBackoffMin           = 500 * time.Millisecond
 	DefaultBackoffMax           = 30 * time.Second
@@ -104,7 +104,7 @@ type Config struct {
 	LeaseInterval        time.Duration // lease renewal period (10 s)
 	LeaseDuration        time.Duration // leaseDurationSeconds (40 s)
 	StatusCheckInterval  time.Duration // how often health and addresses are checked (10 s)
-	StatusReportInterval time.Duration // longest gap between status patches (60 s)
+	StatusReportInterval time.Duration // longest gap between status patches (5 min, the kubelet's nodeStatusReportFrequency)
 	// Jitter is the fraction by which periods are shortened at random, to
 	// spread a fleet's requests (0.1). Negative disables jitter.
 	Jitter         float64
