@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,20 +90,15 @@ var forwardingHeaders = []string{"Audit-Id", "X-Real-Ip", "Forwarded", "Via", "T
 func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(g.cfg.Upstream)
 	h := pr.Out.Header
-	for k := range h {
-		if strings.HasPrefix(k, "Impersonate-") || strings.HasPrefix(k, "X-Remote-") || strings.HasPrefix(k, "X-Forwarded-") {
+	for k := range h { // one pass over the few headers a device sends, not a delete per name
+		if strippedHeader(k) {
 			delete(h, k)
 		}
 	}
-	for _, k := range forwardingHeaders {
-		delete(h, k)
+	// What SetXForwarded sets, less X-Forwarded-Host and -Proto: every X-Forwarded-* is gone by now.
+	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		h["X-Forwarded-For"] = []string{ip}
 	}
-	delete(h, "Authorization")
-	delete(h, "Proxy-Authorization")
-	delete(h, "Cookie")
-	pr.SetXForwarded()
-	delete(h, "X-Forwarded-Host")
-	delete(h, "X-Forwarded-Proto")
 	switch id := identityFrom(pr.In); {
 	case id.Device() != nil:
 		h["Impersonate-User"] = id.device.User
@@ -118,6 +114,13 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if grantFrom(pr.In).watch {
 		pr.Out.URL.RawQuery = capWatchTimeout(pr.Out.URL.RawQuery, g.cfg.MaxWatchTimeout)
 	}
+}
+
+// strippedHeader reports whether rewrite removes the header k: credentials, the API server's
+// impersonation and front-proxy headers, and forwardingHeaders.
+func strippedHeader(k string) bool {
+	return strings.HasPrefix(k, "Impersonate-") || strings.HasPrefix(k, "X-Remote-") || strings.HasPrefix(k, "X-Forwarded-") ||
+		k == "Authorization" || k == "Proxy-Authorization" || k == "Cookie" || slices.Contains(forwardingHeaders, k)
 }
 
 // capWatchTimeout returns raw (a query the policy accepted: every key once) with timeoutSeconds at most
