@@ -114,6 +114,7 @@ func (h *Hub) stream(ctx context.Context, w http.ResponseWriter, q watchQuery, n
 			return
 		}
 	}
+	initial = nil // a watch that waits holds no pod
 	flush(w)
 	start := h.cfg.Now()
 	timeout := h.cfg.MaxTimeout
@@ -138,8 +139,9 @@ func (h *Hub) stream(ctx context.Context, w http.ResponseWriter, q watchQuery, n
 		}
 		if len(batch) > 0 {
 			flush(w)
-			clear(batch)
-			if len(batch) == cap(batch) {
+			full := len(batch) == maxBatch
+			batch = nil // a watch that waits holds no batch
+			if full {
 				continue // there may be more
 			}
 		}
@@ -172,7 +174,7 @@ func (h *Hub) stream(ctx context.Context, w http.ResponseWriter, q watchQuery, n
 						return
 					}
 				}
-				clear(batch)
+				batch = nil
 				h.mu.Lock()
 				cursor = max(cursor, h.rv)
 				h.mu.Unlock()
@@ -196,12 +198,9 @@ type pending struct {
 // maxBatch is how many events a watcher takes from the history at once.
 const maxBatch = 32
 
-// collect takes the node's events after cursor, up to maxBatch. It reports false when the node's history
-// no longer holds every event after cursor.
+// collect appends the node's events after cursor to batch, up to maxBatch in all. It reports false when
+// the node's history no longer holds every event after cursor.
 func (h *Hub) collect(n *node, cursor uint64, batch []pending) ([]pending, uint64, bool) {
-	if batch == nil {
-		batch = make([]pending, 0, maxBatch)
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if n.floor > cursor {
