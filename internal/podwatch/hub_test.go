@@ -322,7 +322,9 @@ func TestAuthorization(t *testing.T) {
 	clock.Store(now.UnixNano())
 	h, _ := startHub(t, api, Config{AuthzWindow: time.Minute, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
 	list := httptest.NewRequest("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Da", nil)
-	served := func() bool { return serveOne(t, h, device("a"), watchA+"&resourceVersion=10&timeoutSeconds=1").code == 200 }
+	served := func() bool {
+		return serveOne(t, h, device("a"), watchA+"&resourceVersion=10&timeoutSeconds=1").code == 200
+	}
 	steps := []struct {
 		name   string
 		before func()

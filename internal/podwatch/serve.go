@@ -114,7 +114,6 @@ func (h *Hub) stream(ctx context.Context, w http.ResponseWriter, q watchQuery, n
 			return
 		}
 	}
-	initial = nil // a watch that waits holds no pod
 	flush(w)
 	start := h.cfg.Now()
 	timeout := h.cfg.MaxTimeout
@@ -283,10 +282,10 @@ func (h *Hub) Observe(r *http.Request, d *registry.Device, code int) {
 	if err != nil || len(vals["fieldSelector"]) != 1 || vals.Get("fieldSelector") != "spec.nodeName="+d.Name {
 		return
 	}
-	switch {
-	case code == http.StatusOK:
+	switch code {
+	case http.StatusOK:
 		h.grant(d.Name)
-	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusNotFound:
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
 		h.grants.Delete(d.Name)
 	}
 }
