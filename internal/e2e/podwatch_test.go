@@ -8,12 +8,15 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -275,5 +278,60 @@ func TestSharedPodWatchGoneAndOff(t *testing.T) {
 	}
 	if got := metricValue(t, off, "picogate_pod_watches_served"); got != -1 {
 		t.Errorf("with --shared-pod-watch=false: got picogate_pod_watches_served %v, want no such series", got)
+	}
+}
+
+// TestSharedPodWatchForbidden: a gateway whose credential may not list and watch pods cluster-wide
+// relays every pod watch, which still works, and says why.
+func TestSharedPodWatchForbidden(t *testing.T) {
+	c := cluster(t)
+	cs := admin(c)
+	const user, suffix = "picogate-e2e-nopods", "-e2e-nopods"
+	if err := applyManifest(cs, filepath.Join("..", "..", "deploy", "rbac.yaml"), suffix, user); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	role, err := cs.RbacV1().ClusterRoles().Get(ctx, "picogate-gateway"+suffix, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules []rbacv1.PolicyRule
+	for _, r := range role.Rules {
+		if !slices.Contains(r.Resources, "pods") {
+			rules = append(rules, r)
+		}
+	}
+	role.Rules = rules
+	if _, err := cs.RbacV1().ClusterRoles().Update(ctx, role, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := c.IssueClientCert(user, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := c.WriteKubeconfig(kubeconfig, cert, key); err != nil {
+		t.Fatal(err)
+	}
+	gw := gatewaytest.Start(t, gatewaytest.Options{Kubeconfig: kubeconfig})
+	dev := podWatchDevice(t, gw, "pw-node-d")
+	rv, _ := devicePodList(t, gw, dev)
+	code, events := deviceWatch(t, gw, dev, dev.Name, "resourceVersion="+rv)
+	if code != 200 {
+		t.Fatalf("the device's watch: got %d, want 200 (relayed)", code)
+	}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pw-d-1", Namespace: "default"},
+		Spec: corev1.PodSpec{NodeName: dev.Name, Containers: []corev1.Container{{Name: "c", Image: "picogate.io/apps/blink"}}}}
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := nextEvent(t, events); !ok || e.name() != "ADDED pw-d-1" {
+		t.Errorf("the relayed watch: got %q, want ADDED pw-d-1", e.line)
+	}
+	if up, relayed := metricValue(t, gw, "picogate_pod_watch_up"), metricValue(t, gw, `picogate_pod_watch_requests_total{result="relayed-not-ready"}`); up != 0 || relayed != 1 {
+		t.Errorf("picogate_pod_watch_up %v, relayed-not-ready %v: want 0 and 1", up, relayed)
+	}
+	if !strings.Contains(gw.Log(), "may not list and watch pods cluster-wide") {
+		t.Error("the gateway's log does not say why pod watches are relayed")
 	}
 }
