@@ -23,7 +23,9 @@ import (
 // default, has each device list its pods and hold its pod watch, as the device library does, and prints
 // what the gateway holds live (after a collection) before and with the watches: heap, stacks,
 // goroutines, RSS, and the difference per watch; with PICOGATE_MEASURE_PROFILES=DIR also the gateway's
-// heap profiles with the watches open. Without the variable it does nothing.
+// heap profiles with the watches open; PICOGATE_MEASURE_GODEBUG sets the gateway's GODEBUG (e.g.
+// adaptivestackstart=0, which changes the stacks little: a watch's handler keeps the stack the request's
+// steps grew). Without the variable it does nothing.
 func TestMeasurePodWatchMemory(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("PICOGATE_MEASURE_WATCHES"))
 	if n <= 0 {
@@ -52,6 +54,9 @@ func TestMeasurePodWatchMemory(t *testing.T) {
 		opts := gatewaytest.Options{Kubeconfig: cluster(t).AdminKubeconfig(), Args: []string{mode, "--profiling", "--access-log=false", "--device-rate", "50"}}
 		if os.Getenv("PICOGATE_MEASURE_PROFILES") != "" {
 			opts.Env = []string{"GODEBUG=memprofilerate=1"} // every allocation in the profile, not a sample
+		}
+		if v := os.Getenv("PICOGATE_MEASURE_GODEBUG"); v != "" {
+			opts.Env = []string{"GODEBUG=" + v} // e.g. adaptivestackstart=0
 		}
 		gw := gatewaytest.Start(t, opts)
 		// Every device is known and has made a request, so its per-device state is in the baseline.
