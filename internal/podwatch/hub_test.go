@@ -123,11 +123,15 @@ func startHub(t *testing.T, api *fakeAPI, cfg Config) (*Hub, *io.PipeWriter) {
 type served struct {
 	code   int
 	events chan string
+	cancel context.CancelFunc // the device goes away
+	done   chan struct{}      // closed when the hub's handler has returned
 }
 
 func serveOne(t *testing.T, h *Hub, d *registry.Device, query string, header ...string) *served {
 	t.Helper()
+	done := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer close(done)
 		if !h.ServeWatch(w, r, d, nil) {
 			w.WriteHeader(599)
 		}
@@ -143,7 +147,7 @@ func serveOne(t *testing.T, h *Hub, d *registry.Device, query string, header ...
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &served{code: res.StatusCode, events: make(chan string, 64)}
+	s := &served{code: res.StatusCode, events: make(chan string, 64), cancel: cancel, done: done}
 	go func() {
 		defer res.Body.Close()
 		sc := bufio.NewScanner(res.Body)
@@ -436,5 +440,27 @@ func TestNewValidates(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q: want it to name %q", err, want)
 		}
+	}
+}
+
+// TestDeviceGoneEndsWatch: a served watch ends with its request (the device went away, or the gateway
+// ended it on a credential change), and leaves nothing behind in the hub.
+func TestDeviceGoneEndsWatch(t *testing.T) {
+	api := newFakeAPI(10)
+	h, _ := startHub(t, api, Config{})
+	watches := []*served{serveOne(t, h, device("a"), watchA+"&resourceVersion=10"), serveOne(t, h, device("a"), watchA+"&resourceVersion=0")}
+	for _, s := range watches {
+		s.cancel()
+		select {
+		case <-s.done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the served watch went on 5s after its device went away")
+		}
+	}
+	h.mu.Lock()
+	left := len(h.nodes["a"].watchers)
+	h.mu.Unlock()
+	if got := h.served.Load(); got != 0 || left != 0 {
+		t.Errorf("after the devices went away: %d served, %d watchers held; want 0 and 0", got, left)
 	}
 }
