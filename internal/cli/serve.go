@@ -40,6 +40,8 @@ func newServe(g *globals) *cobra.Command {
 			}
 			cfg.Logger = log
 			cfg.Fleet.PodWatch.MaxTimeout = cfg.Gateway.MaxWatchTimeout
+			// The shared pod watch holds pods compacted: without compaction a device gets them whole, relayed.
+			cfg.Fleet.SharedPodWatch = cfg.Fleet.SharedPodWatch && cfg.Gateway.Compact
 			if cfg.Gateway.AccessLog && log.Enabled(cmd.Context(), slog.LevelInfo) {
 				// The gateway writes its access log itself, in the same format, at a fraction of slog's cost.
 				cfg.Gateway.AccessLogWriter, cfg.Gateway.AccessLogJSON = g.logWriter(), g.logFormat == "json"
@@ -80,7 +82,7 @@ func newServe(g *globals) *cobra.Command {
 	f.BoolVar(&cfg.Fleet.ReadCache, "read-cache", true, "answer devices' repeated GETs (ConfigMaps, their own Node and Lease) from memory, with ETag and If-None-Match")
 	f.DurationVar(&cfg.Fleet.Reads.MaxStaleness, "read-cache-max-staleness", 10*time.Second, "oldest object served from memory")
 	f.DurationVar(&cfg.Fleet.Reads.AuthzWindow, "read-cache-authz-window", 2*time.Minute, "how long the API server's answer to a device's own read lets the device be served that object from memory")
-	f.BoolVar(&cfg.Fleet.SharedPodWatch, "shared-pod-watch", true, "serve each device's watch of its own pods from one watch of the API server instead of relaying one watch per device (docs/memory.md)")
+	f.BoolVar(&cfg.Fleet.SharedPodWatch, "shared-pod-watch", true, "serve each device's watch of its own pods from one watch of the API server instead of relaying one watch per device (docs/memory.md; needs --compact)")
 	f.BoolVar(&cfg.Gateway.AccessLog, "access-log", true, "log one line per request")
 	f.BoolVar(&cfg.Gateway.DeviceMetrics, "device-metrics", true, "export Prometheus series per device (picogate_device_*): about 3.5 KB of gateway memory and three series per device")
 	f.DurationVar(&cfg.Gateway.UpstreamTimeout, "upstream-timeout", 4500*time.Millisecond, "time the API server has to answer a non-watch request (503 with Retry-After beyond; the default keeps a device's wait under 5s)")
