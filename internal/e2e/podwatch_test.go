@@ -179,6 +179,9 @@ func TestSharedPodWatch(t *testing.T) {
 	if got := metricValue(t, gw, "picogate_pod_watches_served"); got != 1 {
 		t.Fatalf("watches served from the shared watch: got %v, want 1 (the watch was relayed)", got)
 	}
+	if got := metricValue(t, gw, `picogate_pod_watch_probes_total{kind="device"}`); got > 0 {
+		t.Errorf("authorization probes as the device: got %v, want none (its own list, just answered 200, authorizes it)", got)
+	}
 	// Another node's pod changes, then the device's own pods do.
 	newPod("pw-b-2", b.Name)
 	if _, err := cs.CoreV1().Pods("default").Patch(ctx, "pw-a-1", types.MergePatchType, []byte(`{"metadata":{"labels":{"changed":"yes"}}}`), metav1.PatchOptions{}); err != nil {

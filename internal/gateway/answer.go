@@ -17,8 +17,8 @@ type Answer func(w http.ResponseWriter, r *http.Request, d *registry.Device, bod
 
 // answer gives each device request that reaches the proxy to Config.Answers (a watch: to
 // Config.WatchAnswers), in order; the first that takes it answers it. A request none takes is forwarded,
-// and Config.Forwarded is then told what the API server answered. The shared identity's requests are
-// always forwarded.
+// and Config.Forwarded, when it asks, is then told the status the API server answered with. The shared
+// identity's requests are always forwarded.
 func (g *Gateway) answer(next http.Handler) http.Handler {
 	if len(g.cfg.Answers) == 0 && len(g.cfg.WatchAnswers) == 0 && g.cfg.Forwarded == nil {
 		return next
@@ -37,11 +37,44 @@ func (g *Gateway) answer(next http.Handler) http.Handler {
 				}
 			}
 		}
-		next.ServeHTTP(w, r)
+		var told func(int)
 		if d != nil && g.cfg.Forwarded != nil {
-			if x := exchangeOf(r); x.rec.upstream {
-				g.cfg.Forwarded(r, d, x.rw.code)
-			}
+			told = g.cfg.Forwarded(r, d)
+		}
+		if told == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		if recordFrom(r).upstream {
+			told(sw.code)
 		}
 	})
 }
+
+// statusWriter keeps the status the proxy answers with. It sees it before compaction does (which writes
+// a buffered answer's header only once the answer is whole).
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush and Unwrap keep a relayed watch streaming (ReverseProxy flushes through http.ResponseController).
+func (w *statusWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

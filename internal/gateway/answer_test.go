@@ -145,8 +145,11 @@ func TestWatchAnswersAndForwarded(t *testing.T) {
 		asked = append(asked, "other "+r.URL.Path)
 		return false
 	}
-	forwarded := func(r *http.Request, dv *registry.Device, code int) {
-		told = append(told, dv.Name+" "+r.URL.Path+" "+strconv.Itoa(code))
+	forwarded := func(r *http.Request, dv *registry.Device) func(int) {
+		if r.URL.Path == "/ignored" {
+			return nil
+		}
+		return func(code int) { told = append(told, dv.Name+" "+r.URL.Path+" "+strconv.Itoa(code)) }
 	}
 	g := newTestGateway(t, Config{Registry: registryOf(d), Answers: []Answer{other}, WatchAnswers: []Answer{serveWatch}, Forwarded: forwarded})
 	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -166,15 +169,14 @@ func TestWatchAnswersAndForwarded(t *testing.T) {
 		{"a watch none takes: forwarded, and told", device, true, "/other", 403, "watch /other", "pico-1 /other 403"},
 		{"not a watch: never to the watch answers", device, false, "/served", 403, "other /served", "pico-1 /served 403"},
 		{"the shared identity: forwarded, nothing told", Identity{kind: sharedIdentity}, true, "/other", 403, "", ""},
+		{"not asked about: forwarded, nothing told", device, false, "/ignored", 403, "other /ignored", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			asked, told = nil, nil
 			r := prepared(httptest.NewRequest("GET", c.path, nil), c.id, grant{rule: "test", watch: c.watch}, Body{})
 			rec := httptest.NewRecorder()
-			x := exchangeOf(r)
-			x.rw = recordingWriter{ResponseWriter: rec, rec: &x.rec, rc: http.NewResponseController(rec), req: r}
-			g.answer(upstream).ServeHTTP(&x.rw, r)
+			g.answer(upstream).ServeHTTP(rec, r)
 			if rec.Code != c.code || strings.Join(asked, ",") != c.asked || strings.Join(told, ",") != c.told {
 				t.Errorf("got %d, asked %q, told %q; want %d, %q, %q", rec.Code, asked, told, c.code, c.asked, c.told)
 			}

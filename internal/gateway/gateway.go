@@ -152,10 +152,10 @@ type Config struct {
 	// podwatch.Hub.ServeWatch), after the watch caps. One that takes a watch writes the stream: it
 	// flushes each event and ends when the request's context does.
 	WatchAnswers []Answer
-	// Forwarded, if set, is told the status each forwarded device request got from the API server,
-	// after the answer (the shared pod watch learns from a device's own pod list that it may list them).
-	// It runs on the request's goroutine, so it must not block.
-	Forwarded func(r *http.Request, d *registry.Device, code int)
+	// Forwarded, if set, is asked about each device request about to be forwarded; when it returns a
+	// function, that is told the status the API server answered with (the shared pod watch learns from a
+	// device's own pod list that it may list them). Both run on the request's goroutine: no blocking.
+	Forwarded func(r *http.Request, d *registry.Device) func(code int)
 	// Priority, if set, names the requests that go first when the gateway is at MaxInFlight: heartbeats
 	// of boards that are already up (heartbeat.Translator.Heartbeating). A quarter of MaxInFlight is
 	// then kept for them, and such a request waits up to AdmitWait for a slot before it is refused.

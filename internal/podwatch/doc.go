@@ -23,8 +23,12 @@
 //     (fieldSelector exactly spec.nodeName=NAME, NAME the device's own), and only when the API server
 //     allowed that device, impersonated as its node, to list them within Config.AuthzWindow: its own
 //     list forwarded and answered 200 (Observe), or a probe the Hub makes as the device (a LIST with
-//     limit=1 and the same selector). A device revoked, rotated or removed loses its window at once
-//     (Forget), and the gateway ends its open watches.
+//     limit=1, resourceVersion=0 and the same selector). A device revoked, rotated or removed loses its
+//     window at once (Forget), and the gateway ends its open watches.
+//   - A watch from a resourceVersion newer than the shared watch has seen — a device's fresh list in a
+//     quiet cluster — is served once a list made with the gateway's credential after the watch arrived
+//     shows the API server issued it; such lists are shared by every watch waiting at the time, at most
+//     ten a second (fresh.go).
 //   - Nothing is half served. A watch the Hub cannot answer exactly — any other query parameter, a
 //     non-JSON Accept, the shared watch not synced, forbidden (the gateway's RBAC lacks cluster-wide
 //     pods list/watch) or broken, a resourceVersion newer than the API server's — is relayed to the API

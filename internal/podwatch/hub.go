@@ -79,7 +79,9 @@ type Hub struct {
 	served  atomic.Int64     // watches being served
 	lastErr atomic.Pointer[string]
 
-	requests                                    *prometheus.CounterVec
+	rounds rounds // revision lists (currentRevision)
+
+	requests, probes                            *prometheus.CounterVec
 	servedGauge, heldEvents, heldBytes, upGauge prometheus.Collector
 }
 
@@ -146,6 +148,8 @@ func New(cfg Config) (*Hub, error) {
 		fifo: make([]*event, min(cfg.MaxEvents, 1024)), fresh: make(chan struct{}), reset: make(chan struct{})}
 	h.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_pod_watch_requests_total",
 		Help: "Device pod watches by how they were answered: served (from the shared watch), gone (410: older than the history), or relayed and why."}, []string{"result"})
+	h.probes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_pod_watch_probes_total",
+		Help: "Lists the shared pod watch made: device (as the device, to authorize it), revision (as the gateway, for the API server's current revision)."}, []string{"kind"})
 	h.servedGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "picogate_pod_watches_served", Help: "Device pod watches open and served from the shared watch."},
 		func() float64 { return float64(h.served.Load()) })
 	h.heldEvents = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "picogate_pod_watch_history_events", Help: "Pod events the shared watch keeps for watches that resume."},
@@ -172,7 +176,7 @@ func setDefault[T comparable](v *T, def T) {
 
 // Collectors are the hub's metrics, for the gateway's registry.
 func (h *Hub) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{h.requests, h.servedGauge, h.heldEvents, h.heldBytes, h.upGauge}
+	return []prometheus.Collector{h.requests, h.probes, h.servedGauge, h.heldEvents, h.heldBytes, h.upGauge}
 }
 
 // Ready reports whether device watches are served from the shared watch: it has listed and is whole.
@@ -322,8 +326,7 @@ func (h *Hub) advanceLocked(v uint64) {
 		return
 	}
 	h.rv = v
-	for k := h.known.Load(); k < v && !h.known.CompareAndSwap(k, v); k = h.known.Load() {
-	}
+	h.learn(v)
 	close(h.fresh)
 	h.fresh = make(chan struct{})
 }

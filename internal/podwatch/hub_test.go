@@ -31,8 +31,9 @@ type fakeAPI struct {
 	items   []string // the list's items, as the API server lists them (no kind)
 	listErr error
 	watches chan *io.PipeWriter
-	probes  atomic.Int64
-	refuse  atomic.Bool // probes get 403
+	probes  atomic.Int64 // as a device
+	revs    atomic.Int64 // revision lists (limit=1) as the gateway
+	refuse  atomic.Bool  // probes get 403
 }
 
 func newFakeAPI(rv uint64, items ...string) *fakeAPI {
@@ -49,6 +50,9 @@ func (f *fakeAPI) source(ctx context.Context, q url.Values) (io.ReadCloser, erro
 		f.watches <- pw
 		return pr, nil
 	}
+	if q.Get("limit") == "1" {
+		f.revs.Add(1)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.listErr != nil {
@@ -61,7 +65,7 @@ func (f *fakeAPI) source(ctx context.Context, q url.Values) (io.ReadCloser, erro
 func (f *fakeAPI) Do(_ context.Context, as asdevice.Identity, req asdevice.Request) (asdevice.Response, error) {
 	f.probes.Add(1)
 	name := strings.TrimPrefix(as.User[0], "system:node:")
-	if f.refuse.Load() || !strings.Contains(req.Path, url.QueryEscape("spec.nodeName="+name)) || !strings.HasSuffix(req.Path, "&limit=1") {
+	if f.refuse.Load() || !strings.Contains(req.Path, url.QueryEscape("spec.nodeName="+name)+"&limit=1&resourceVersion=0") {
 		return asdevice.Response{Code: http.StatusForbidden, Body: []byte(`{"kind":"Status","code":403}`)}, nil
 	}
 	f.mu.Lock()
@@ -242,7 +246,7 @@ func TestResumeAndGone(t *testing.T) {
 	api.send(t, up, "ADDED", "b1", "b", 13, "Pending")
 	api.send(t, up, "MODIFIED", "a1", "a", 14, "Succeeded")
 	waitRV(t, h, 14)
-	h.Observe(httptest.NewRequest("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Da", nil), device("a"), 200)
+	h.Observe(httptest.NewRequest("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Da", nil), device("a"))(200)
 	s := serveOne(t, h, device("a"), watchA+"&resourceVersion=11")
 	s.want(t, "MODIFIED a1 12 Running", "MODIFIED a1 14 Succeeded")
 	for _, rv := range []uint64{15, 16, 17, 18} { // push a1's 11 and 12 out of the 4-event history
@@ -338,11 +342,13 @@ func TestAuthorization(t *testing.T) {
 		{"within the probe's window: none", func() {}, 0},
 		{"the window passed: a probe", func() { clock.Add(int64(2 * time.Minute)) }, 1},
 		{"forgotten (revoked): a probe", func() { h.Forget("a", true) }, 1},
-		{"the device's own list answered 403: a probe", func() { h.Observe(list, device("a"), 403) }, 1},
-		{"the device's own list answered 200: none", func() { clock.Add(int64(2 * time.Minute)); h.Observe(list, device("a"), 200) }, 0},
+		{"the device's own list answered 403: a probe", func() { h.Observe(list, device("a"))(403) }, 1},
+		{"the device's own list answered 200: none", func() { clock.Add(int64(2 * time.Minute)); h.Observe(list, device("a"))(200) }, 0},
 		{"another node's list answered 200 grants nothing", func() {
 			h.Forget("a", true)
-			h.Observe(httptest.NewRequest("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Db", nil), device("a"), 200)
+			if h.Observe(httptest.NewRequest("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Db", nil), device("a")) != nil {
+				t.Error("a device's list of another node's pods: Observe wants its answer, want nil")
+			}
 		}, 1},
 	}
 	for _, s := range steps {
@@ -462,5 +468,40 @@ func TestDeviceGoneEndsWatch(t *testing.T) {
 	h.mu.Unlock()
 	if got := h.served.Load(); got != 0 || left != 0 {
 		t.Errorf("after the devices went away: %d served, %d watchers held; want 0 and 0", got, left)
+	}
+}
+
+// TestRevisionRounds: watches from a resourceVersion newer than the shared watch has seen (a device's
+// fresh list in a quiet cluster) are served once the API server's current revision covers it, asked for
+// in rounds that many watches share; one newer than the API server's is relayed.
+func TestRevisionRounds(t *testing.T) {
+	api := newFakeAPI(10)
+	h, _ := startHub(t, api, Config{})
+	api.mu.Lock()
+	api.rv = 40 // the cluster moved on; no pod changed
+	api.mu.Unlock()
+	h.Observe(httptest.NewRequest("GET", "/api/v1/pods?fieldSelector=spec.nodeName%3Da", nil), device("a"))(200)
+	const n = 20
+	codes := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() { codes <- serveOne(t, h, device("a"), watchA+"&resourceVersion=35&timeoutSeconds=1").code })
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Fatalf("a watch from 35 with the API server at 40: got %d, want 200 (served)", c)
+		}
+	}
+	t.Logf("%d watches, %d revision lists", n, api.revs.Load())
+	if got := api.revs.Load(); got < 1 || got > n/2 {
+		t.Errorf("revision lists for %d watches: got %d, want a few shared rounds", n, got)
+	}
+	if got := api.probes.Load(); got != 0 {
+		t.Errorf("device probes within the window of the device's own list: got %d, want 0", got)
+	}
+	if s := serveOne(t, h, device("a"), watchA+"&resourceVersion=41"); s.code != 599 {
+		t.Errorf("a watch from 41 with the API server at 40: got %d, want it relayed", s.code)
 	}
 }

@@ -2,7 +2,6 @@ package podwatch
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -48,12 +47,17 @@ func (h *Hub) ServeWatch(w http.ResponseWriter, r *http.Request, d *registry.Dev
 		return false
 	}
 	ctx := r.Context()
-	var latest uint64 // the API server's current revision, when a probe asked it
-	if !h.allowed(d.Name) || q.rv == "" || q.from > h.known.Load() {
-		rv, ok := h.probe(ctx, d, r.Header.Get("User-Agent"))
-		if !ok {
-			h.requests.WithLabelValues("relayed-probe").Inc()
-			return false // the API server decides, and the device gets its answer
+	if !h.allowed(d.Name) && !h.authorize(ctx, d, r.Header.Get("User-Agent")) {
+		h.requests.WithLabelValues("relayed-unauthorized").Inc()
+		return false // the API server decides, and the device gets its answer
+	}
+	var latest uint64 // a revision the API server issued after the watch arrived, when it was needed
+	if q.rv == "" || q.from > h.known.Load() {
+		rv, err := h.currentRevision(ctx)
+		if err != nil {
+			h.log.Debug("no current revision for a pod watch; relaying it", "device", d.Name, "err", err)
+			h.requests.WithLabelValues("relayed-no-revision").Inc()
+			return false
 		}
 		latest = rv
 	}
@@ -65,7 +69,7 @@ func (h *Hub) ServeWatch(w http.ResponseWriter, r *http.Request, d *registry.Dev
 	wt := &watcher{ch: make(chan struct{}, 1)}
 	h.mu.Lock()
 	if !h.synced || (q.rv == "" && h.rv < latest) {
-		// "Most recent" needs the shared watch to have seen the revision the probe read.
+		// "Most recent" needs the shared watch to have seen the API server's current revision.
 		h.mu.Unlock()
 		h.requests.WithLabelValues("relayed-not-fresh").Inc()
 		return false
@@ -271,22 +275,25 @@ func (h *Hub) grant(name string) {
 	}
 }
 
-// Observe takes the API server's answer to a device request the gateway forwarded (gateway
-// Config.Forwarded): a 200 to the device's own list or watch of its pods grants it the window; a
-// refusal withdraws it at once.
-func (h *Hub) Observe(r *http.Request, d *registry.Device, code int) {
+// Observe is the gateway's Config.Forwarded: for a device's own list or watch of its pods, forwarded to
+// the API server, it returns what to do with the answer — a 200 grants the window, a refusal withdraws
+// it at once; for anything else, nil.
+func (h *Hub) Observe(r *http.Request, d *registry.Device) func(code int) {
 	if d == nil || r.Method != http.MethodGet || r.URL.Path != podsPath {
-		return
+		return nil
 	}
 	vals, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil || len(vals["fieldSelector"]) != 1 || vals.Get("fieldSelector") != "spec.nodeName="+d.Name {
-		return
+		return nil
 	}
-	switch code {
-	case http.StatusOK:
-		h.grant(d.Name)
-	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
-		h.grants.Delete(d.Name)
+	name := d.Name
+	return func(code int) {
+		switch code {
+		case http.StatusOK:
+			h.grant(name)
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+			h.grants.Delete(name)
+		}
 	}
 }
 
@@ -305,37 +312,25 @@ func (h *Hub) sweep() {
 	})
 }
 
-// probe asks the API server, as the device, for one pod of its node: a 200 grants the window and tells
-// the API server's current revision. It reports false when the answer is anything else.
-func (h *Hub) probe(ctx context.Context, d *registry.Device, ua string) (uint64, bool) {
+// authorize asks the API server, as the device, to list the pods of its node (limit=1, from the API
+// server's cache: resourceVersion=0): a 200 grants the window. It reports whether it did; any other answer
+// leaves the watch for the API server to answer.
+func (h *Hub) authorize(ctx context.Context, d *registry.Device, ua string) bool {
+	h.probes.WithLabelValues("device").Inc()
 	res, err := h.cfg.AsDevice.Do(ctx, asdevice.Identity{User: d.User, Groups: d.Groups}, asdevice.Request{Method: http.MethodGet,
-		Path: podsPath + "?fieldSelector=" + url.QueryEscape("spec.nodeName="+d.Name) + "&limit=1", UserAgent: ua})
+		Path: podsPath + "?fieldSelector=" + url.QueryEscape("spec.nodeName="+d.Name) + "&limit=1&resourceVersion=0", UserAgent: ua})
 	if err != nil {
 		h.log.Debug("pod watch authorization probe failed", "device", d.Name, "err", err)
-		return 0, false
+		return false
 	}
-	if res.Code != http.StatusOK {
-		if res.Code == http.StatusUnauthorized || res.Code == http.StatusForbidden || res.Code == http.StatusNotFound {
-			h.grants.Delete(d.Name)
-		}
-		return 0, false
+	switch res.Code {
+	case http.StatusOK:
+		h.grant(d.Name)
+		return true
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		h.grants.Delete(d.Name)
 	}
-	var l struct {
-		Metadata struct {
-			ResourceVersion string `json:"resourceVersion"`
-		} `json:"metadata"`
-	}
-	if err := json.Unmarshal(res.Body, &l); err != nil {
-		return 0, false
-	}
-	rv, err := parseRV(l.Metadata.ResourceVersion)
-	if err != nil {
-		return 0, false
-	}
-	h.grant(d.Name)
-	for k := h.known.Load(); k < rv && !h.known.CompareAndSwap(k, rv); k = h.known.Load() {
-	}
-	return rv, true
+	return false
 }
 
 // The wire: a watch is a stream of JSON events, one per line, as the API server frames them.

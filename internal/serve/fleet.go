@@ -40,8 +40,8 @@ type Fleet struct {
 // change, and the read cache's sweeper.
 type fleetParts struct {
 	answers    []gateway.Answer
-	watches    []gateway.Answer                                    // device watches served by the gateway
-	forwarded  func(r *http.Request, d *registry.Device, code int) // the API server's answers to devices
+	watches    []gateway.Answer                                         // device watches served by the gateway
+	forwarded  func(r *http.Request, d *registry.Device) func(code int) // the API server's answers to devices
 	collectors []prometheus.Collector
 	priority   func(r *http.Request, d *registry.Device) bool // heartbeats of boards already up
 	changed    []func(name string, registered bool)
