@@ -47,7 +47,7 @@ func (h *Hub) ServeWatch(w http.ResponseWriter, r *http.Request, d *registry.Dev
 		return false
 	}
 	ctx := r.Context()
-	if !h.allowed(d.Name) && !h.authorize(ctx, d, r.Header.Get("User-Agent")) {
+	if !h.allowed(d.Name) && !h.authorize(ctx, d) {
 		h.requests.WithLabelValues("relayed-unauthorized").Inc()
 		return false // the API server decides, and the device gets its answer
 	}
@@ -314,11 +314,12 @@ func (h *Hub) sweep() {
 
 // authorize asks the API server, as the device, to list the pods of its node (limit=1, from the API
 // server's cache: resourceVersion=0): a 200 grants the window. It reports whether it did; any other answer
-// leaves the watch for the API server to answer.
-func (h *Hub) authorize(ctx context.Context, d *registry.Device, ua string) bool {
+// leaves the watch for the API server to answer. The request carries the gateway's own User-Agent: the
+// audit log shows it made as the device, by the gateway, which the device did not ask for.
+func (h *Hub) authorize(ctx context.Context, d *registry.Device) bool {
 	h.probes.WithLabelValues("device").Inc()
 	res, err := h.cfg.AsDevice.Do(ctx, asdevice.Identity{User: d.User, Groups: d.Groups}, asdevice.Request{Method: http.MethodGet,
-		Path: podsPath + "?fieldSelector=" + url.QueryEscape("spec.nodeName="+d.Name) + "&limit=1&resourceVersion=0", UserAgent: ua})
+		Path: podsPath + "?fieldSelector=" + url.QueryEscape("spec.nodeName="+d.Name) + "&limit=1&resourceVersion=0"})
 	if err != nil {
 		h.log.Debug("pod watch authorization probe failed", "device", d.Name, "err", err)
 		return false
