@@ -70,8 +70,7 @@ type Hub struct {
 	head, n int              // ring position and count
 	bytes   int64            // raw bytes of the events held
 	fresh   chan struct{}    // closed and replaced whenever rv advances
-	reset   chan struct{}    // closed and replaced when every served watch must end
-	broke   bool             // the last reset was a break (the watches end with an ERROR 503 event)
+	reset   *ending          // ended and replaced when every served watch must end
 	known   atomic.Uint64    // the newest resourceVersion the API server is known to have issued
 	up      atomic.Bool      // the shared watch is whole: its last list or watch succeeded
 	downAt  atomic.Int64     // unix nanoseconds when up turned false; 0 while up
@@ -145,7 +144,7 @@ func New(cfg Config) (*Hub, error) {
 		return nil, fmt.Errorf("invalid shared pod watch configuration: %w", err)
 	}
 	h := &Hub{cfg: cfg, log: cfg.Logger.With("component", "podwatch"), nodes: map[string]*node{},
-		fifo: make([]*event, min(cfg.MaxEvents, 1024)), fresh: make(chan struct{}), reset: make(chan struct{})}
+		fifo: make([]*event, min(cfg.MaxEvents, 1024)), fresh: make(chan struct{}), reset: newEnding()}
 	h.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_pod_watch_requests_total",
 		Help: "Device pod watches by how they were answered: served (from the shared watch), gone (410: older than the history), or relayed and why."}, []string{"result"})
 	h.probes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "picogate_pod_watch_probes_total",
@@ -261,10 +260,18 @@ func (h *Hub) endAll(broken bool) {
 }
 
 func (h *Hub) endAllLocked(broken bool) {
-	h.broke = broken
-	close(h.reset)
-	h.reset = make(chan struct{})
+	h.reset.broken = broken
+	close(h.reset.done)
+	h.reset = newEnding()
 }
+
+// ending tells the served watches to end, and how: broken is written before done is closed.
+type ending struct {
+	done   chan struct{}
+	broken bool
+}
+
+func newEnding() *ending { return &ending{done: make(chan struct{})} }
 
 // store is the hub as the reflector's store: the reflector's goroutine is its only writer.
 type store Hub

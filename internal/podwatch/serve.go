@@ -111,7 +111,7 @@ func (h *Hub) ServeWatch(w http.ResponseWriter, r *http.Request, d *registry.Dev
 }
 
 // stream writes the watch until it ends.
-func (h *Hub) stream(ctx context.Context, w http.ResponseWriter, q watchQuery, n *node, wt *watcher, reset <-chan struct{}, cursor uint64, initial [][]byte) {
+func (h *Hub) stream(ctx context.Context, w http.ResponseWriter, q watchQuery, n *node, wt *watcher, reset *ending, cursor uint64, initial [][]byte) {
 	writeHead(w)
 	for _, raw := range initial {
 		if writeEvent(w, "ADDED", raw) != nil {
@@ -151,11 +151,8 @@ func (h *Hub) stream(ctx context.Context, w http.ResponseWriter, q watchQuery, n
 		select {
 		case <-ctx.Done():
 			return
-		case <-reset:
-			h.mu.Lock()
-			broken := h.broke
-			h.mu.Unlock()
-			if broken {
+		case <-reset.done:
+			if reset.broken {
 				_ = writeRaw(w, brokenEvent)
 				flush(w)
 			}
