@@ -23,7 +23,7 @@ import (
 // default, has each device list its pods and hold its pod watch, as the device library does, and prints
 // what the gateway holds live (after a collection) before and with the watches: heap, stacks,
 // goroutines, RSS, and the difference per watch; with PICOGATE_MEASURE_PROFILES=DIR also the gateway's
-// heap profiles with the watches open; PICOGATE_MEASURE_GODEBUG sets the gateway's GODEBUG (e.g.
+// heap profiles and goroutine stacks with the watches open; PICOGATE_MEASURE_GODEBUG sets the gateway's GODEBUG (e.g.
 // adaptivestackstart=0, which changes the stacks little: a watch's handler keeps the stack the request's
 // steps grew). Without the variable it does nothing.
 func TestMeasurePodWatchMemory(t *testing.T) {
@@ -82,7 +82,8 @@ func TestMeasurePodWatchMemory(t *testing.T) {
 		}
 		with := liveMemory(t, gw)
 		if dir := os.Getenv("PICOGATE_MEASURE_PROFILES"); dir != "" {
-			saveHeapProfile(t, gw, filepath.Join(dir, "heap"+strings.TrimPrefix(mode, "--shared-pod-watch")+".pb.gz"))
+			saveProfile(t, gw, "heap?gc=1", filepath.Join(dir, "heap"+strings.TrimPrefix(mode, "--shared-pod-watch")+".pb.gz"))
+			saveProfile(t, gw, "goroutine?debug=2", filepath.Join(dir, "goroutines"+strings.TrimPrefix(mode, "--shared-pod-watch")+".txt"))
 		}
 		var diffs []string
 		for i, k := range memKeys {
@@ -113,10 +114,10 @@ func liveMemory(t *testing.T, gw *gatewaytest.Gateway) []float64 {
 	return append(out, r*1024)
 }
 
-// saveHeapProfile writes the gateway's heap profile, after a collection, to file.
-func saveHeapProfile(t *testing.T, gw *gatewaytest.Gateway, file string) {
+// saveProfile writes one of the gateway's profiles (e.g. "heap?gc=1") to file.
+func saveProfile(t *testing.T, gw *gatewaytest.Gateway, profile, file string) {
 	t.Helper()
-	resp, err := http.Get("http://" + gw.Admin + "/debug/pprof/heap?gc=1")
+	resp, err := http.Get("http://" + gw.Admin + "/debug/pprof/" + profile)
 	if err != nil {
 		t.Fatal(err)
 	}
