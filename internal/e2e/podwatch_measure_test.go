@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/picogate/picogate/internal/gatewaytest"
 	"github.com/picogate/picogate/internal/sim"
@@ -168,4 +169,60 @@ func holdPodWatch(ctx context.Context, tr http.RoundTripper, gw *gatewaytest.Gat
 		_, _ = io.Copy(io.Discard, resp.Body)
 	}()
 	return nil
+}
+
+// TestMeasurePodWatchFleet is a measurement, not a check: with PICOGATE_MEASURE_AGENTS=N (e.g. 200) it
+// runs N picosim boards in agent mode (the device package: Lease, status, the pod watch) for
+// PICOGATE_MEASURE_DURATION (default 1m) through a gateway with the defaults, and prints how their pod
+// watches were answered (served, relayed and why), the lists the shared pod watch made, the boards' errors
+// and the gateway's RSS. Without the variable it does nothing.
+func TestMeasurePodWatchFleet(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("PICOGATE_MEASURE_AGENTS"))
+	if n <= 0 {
+		t.Skip("set PICOGATE_MEASURE_AGENTS=200 to measure")
+	}
+	duration := time.Minute
+	if v := os.Getenv("PICOGATE_MEASURE_DURATION"); v != "" {
+		var err error
+		if duration, err = time.ParseDuration(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var creds []sim.Credential
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := 0; i*250 < n; i++ {
+		wg.Go(func() {
+			c, err := sim.ParseCredentials([]byte(picogate(t, "device", "add", "--count", strconv.Itoa(min(250, n-i*250)), "--prefix", fmt.Sprintf("pwf%d-", i), "-o", "json")))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			creds = append(creds, c...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	gw := startGateway(t, "--access-log=false", "--device-rate", "50")
+	s, err := sim.New(sim.Config{Gateway: gw.URL(), Credentials: creds, Mode: sim.ModeAgent, Duration: duration, Jitter: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answered []string
+	for _, r := range []string{"served", "gone", "relayed-query", "relayed-not-ready", "relayed-unauthorized", "relayed-no-revision", "relayed-too-new", "relayed-not-fresh"} {
+		if v := metricValue(t, gw, `picogate_pod_watch_requests_total{result="`+r+`"}`); v > 0 {
+			answered = append(answered, fmt.Sprintf("%s %.0f", r, v))
+		}
+	}
+	t.Logf("%d agent boards for %v: %d ready at the end, %d requests, errors %v; pod watches: %s; open now %.0f; lists made: as a device %.0f, for the revision %.0f; gateway %s",
+		rep.Devices, duration, rep.DevicesReady, rep.Requests, rep.Errors, strings.Join(answered, ", "), metricValue(t, gw, "picogate_pod_watches_served"),
+		max(0, metricValue(t, gw, `picogate_pod_watch_probes_total{kind="device"}`)), max(0, metricValue(t, gw, `picogate_pod_watch_probes_total{kind="revision"}`)), rss(gw.PID()))
 }
