@@ -224,7 +224,7 @@ func (n *node) snapshot() [][]byte {
 	slices.Sort(keys)
 	out := make([][]byte, len(keys))
 	for i, k := range keys {
-		out[i] = n.pods[k].raw
+		out[i] = n.pods[k]
 	}
 	return out
 }

@@ -35,10 +35,10 @@ func (s *store) Replace(items []any, rv string) error {
 		}
 		n := nodes[o.node]
 		if n == nil {
-			n = &node{pods: map[string]*object{}}
+			n = &node{pods: map[string][]byte{}}
 			nodes[o.node] = n
 		}
-		n.pods[o.Namespace+"/"+o.Name] = o
+		n.pods[o.Namespace+"/"+o.Name] = o.raw
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -96,9 +96,9 @@ func (h *Hub) apply(typ string, obj any) error {
 		delete(n.pods, key)
 	} else {
 		if n.pods == nil {
-			n.pods = map[string]*object{}
+			n.pods = map[string][]byte{}
 		}
-		n.pods[key] = o
+		n.pods[key] = o.raw
 	}
 	ev := &event{rv: v, typ: typ, raw: o.raw, node: n}
 	if n.last != nil {
