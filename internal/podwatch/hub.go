@@ -86,7 +86,7 @@ type Hub struct {
 // node is what the hub holds for one node: its pods, its events in the history, its watchers.
 type node struct {
 	pods     map[string][]byte // by namespace/name: the pod as served (object.raw)
-	first    *event             // its oldest event held; events link to the node's next one
+	first    *event            // its oldest event held; events link to the node's next one
 	last     *event
 	floor    uint64 // events of this node after floor are all held (with the hub's base)
 	watchers []*watcher
