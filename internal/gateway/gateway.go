@@ -58,6 +58,9 @@ import (
 	"github.com/picogate/picogate/internal/registry"
 )
 
+// DefaultMaxInFlight is Config.MaxInFlight's default.
+const DefaultMaxInFlight = 512
+
 // Config configures a Gateway. Zero values take the documented defaults.
 type Config struct {
 	// Upstream is the API server's base URL. Required.
@@ -239,7 +242,7 @@ func New(cfg Config) (*Gateway, error) {
 	setDefault(&cfg.AdmitWait, 500*time.Millisecond)
 	setDefault(&cfg.LocalTimeout, 15*time.Second)
 	setDefault(&cfg.WriteTimeout, 30*time.Second)
-	setDefault(&cfg.MaxInFlight, 512)
+	setDefault(&cfg.MaxInFlight, DefaultMaxInFlight)
 	setDefault(&cfg.MaxWatches, 20000)
 	setDefault(&cfg.MaxDeviceWatches, 4)
 	setDefault(&cfg.MaxWatchTimeout, 30*time.Minute)

@@ -3,6 +3,7 @@
 package serve
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,7 +78,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	tuneGC(cfg.GCPercent, cfg.MemoryLimit)
+	if limit, ours := tuneGC(cfg.GCPercent, cfg.MemoryLimit); ours {
+		p.background = append(p.background, newHeadroom(limit, cfg.Logger).Run)
+	}
 	logStart(cfg.Logger, cfg, p.up, p.devLn, p.adminLn)
 	if err := p.serve(ctx, cfg); err != nil {
 		return err
@@ -101,6 +104,12 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Upstream.Logger == nil {
 		cfg.Upstream.Logger = cfg.Logger
+	}
+	if cfg.Upstream.MaxIdleConns == 0 {
+		// Keep every upstream connection the requests in flight may need at once. A connection the pool
+		// cannot keep is closed after one request, and the next burst pays a TLS handshake for it on
+		// both ends: with 5,000 agents booting, a quarter of the gateway's CPU, and the API server's.
+		cfg.Upstream.MaxIdleConns = cmp.Or(cfg.Gateway.MaxInFlight, gateway.DefaultMaxInFlight)
 	}
 	return cfg
 }
@@ -309,8 +318,9 @@ func ParseCIDRs(values []string) ([]netip.Prefix, error) {
 }
 
 // tuneGC applies the collector settings unless the environment already chose them. It changes the
-// whole process, which is what `picogate serve` is.
-func tuneGC(percent int, limit int64) {
+// whole process, which is what `picogate serve` is. It returns the memory limit it set, and whether it
+// set one (GOMEMLIMIT unset): only then does the limit follow the live heap (memlimit.go).
+func tuneGC(percent int, limit int64) (int64, bool) {
 	if os.Getenv("GOGC") == "" {
 		if percent == 0 {
 			percent = 400
@@ -322,7 +332,9 @@ func tuneGC(percent int, limit int64) {
 			limit = 192 << 20
 		}
 		debug.SetMemoryLimit(limit)
+		return limit, true
 	}
+	return 0, false
 }
 
 // gcSetting reads one of the runtime's collector settings back, as the start-up line reports it.

@@ -88,3 +88,24 @@ func freeAddr(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// The upstream pool keeps as many idle connections as requests may be in flight: a burst's connections
+// closed after one request would each cost a TLS handshake on both ends at the next burst.
+func TestUpstreamPoolKeepsTheInFlightCap(t *testing.T) {
+	cases := []struct {
+		name      string
+		cfg       Config
+		wantConns int
+	}{
+		{"defaults", Config{}, gateway.DefaultMaxInFlight},
+		{"--max-inflight", Config{Gateway: gateway.Config{MaxInFlight: 100}}, 100},
+		{"set explicitly", Config{Gateway: gateway.Config{MaxInFlight: 100}, Upstream: upstream.Config{MaxIdleConns: 7}}, 7},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := c.cfg.withDefaults().Upstream.MaxIdleConns; got != c.wantConns {
+				t.Errorf("got %d idle upstream connections, want %d", got, c.wantConns)
+			}
+		})
+	}
+}

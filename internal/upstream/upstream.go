@@ -37,7 +37,8 @@ type Config struct {
 	// per request than HTTP/2's framing, flow control and stream goroutines (see docs/benchmarks.md).
 	// false uses the HTTP/1.1 pool for everything, watches too.
 	HTTP2 bool
-	// MaxIdleConns is the HTTP/1.1 idle pool size. Default 128.
+	// MaxIdleConns is the HTTP/1.1 idle pool size. Default 128; picogate serve sets it to
+	// --max-inflight, so a burst's connections are kept rather than handshaked again.
 	MaxIdleConns int
 	// CertReloadInterval is how often the client-certificate and key files named in the kubeconfig are
 	// read again. Default 10s.
