@@ -257,20 +257,17 @@ func (s *scanner) array(depth int) error {
 // characters, as encoding/json does.
 func (s *scanner) skipString() error {
 	src, i := s.src, s.pos+1 // past the opening quote; locals keep the loop in registers
-	for {
-		if i >= len(src) {
-			break
-		}
+	for i < len(src) {
 		c := src[i]
 		if c >= 0x20 && c != '"' && c != '\\' {
 			i++
 			continue
 		}
-		switch {
-		case c == '"':
+		switch c {
+		case '"':
 			s.pos = i + 1
 			return nil
-		case c == '\\':
+		case '\\':
 			if i+1 >= len(src) {
 				s.pos = i
 				return ErrInvalid

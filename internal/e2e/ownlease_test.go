@@ -36,7 +36,7 @@ func agentLeaseCoalesced(t *testing.T, c *hbCluster, gw *gatewaytest.Gateway) {
 	done := make(chan error, 1)
 	go func() { done <- agent.Run(ctx) }()
 	stop := sync.OnceValue(func() error { cancel(); return <-done })
-	defer stop()
+	defer func() { _ = stop() }()
 
 	waitCondition(t, c, name, corev1.ConditionTrue, 30*time.Second)
 	lease := func() time.Time {
@@ -51,7 +51,7 @@ func agentLeaseCoalesced(t *testing.T, c *hbCluster, gw *gatewaytest.Gateway) {
 	if !gatewaytest.WaitFor(context.Background(), 60*time.Second, func() bool { return agent.Status().LeaseRenewals >= begin+renewals }) {
 		t.Fatalf("the agent renewed %d times in 60 s, want %d", agent.Status().LeaseRenewals-begin, renewals)
 	}
-	stop()
+	_ = stop()
 	st := agent.Status()
 	if st.LeaseLate != 0 {
 		t.Errorf("late renewals seen by the agent: got %d, want 0 (a coalesced renewal is answered at once)", st.LeaseLate)
