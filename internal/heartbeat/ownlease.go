@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"mime"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/picogate/picogate/internal/asdevice"
@@ -168,11 +167,5 @@ func writeLease(w http.ResponseWriter, name string, ls *leaseState) {
 		b = append(b, `,"renewTime":`...)
 		b = appendString(b, ls.renewed)
 	}
-	b = append(b, "}}"...)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	h.Set(HeaderOutcome, Coalesced)
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
+	writeOK(w, append(b, "}}"...), Coalesced)
 }
