@@ -162,14 +162,23 @@ func FreeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// Start starts picogate serve and stops it (SIGTERM) when the test ends.
+// Start starts picogate serve and stops it (SIGTERM) when the test ends. Ports it picks itself are tried
+// again, other ones, when another process took one between FreeAddr and picogate's bind (test packages
+// run in parallel).
 func Start(t testing.TB, opts Options) *Gateway {
 	t.Helper()
-	g := New(t, opts)
-	if err := g.Start(); err != nil {
+	for attempt := 1; ; attempt++ {
+		g := New(t, opts)
+		err := g.Start()
+		if err == nil {
+			return g
+		}
+		if attempt < 3 && opts.Listen == "" && opts.AdminListen == "" && strings.Contains(err.Error(), "address already in use") {
+			t.Logf("picogate could not bind a port picked for it, trying others: %v", err)
+			continue
+		}
 		t.Fatal(err)
 	}
-	return g
 }
 
 // New prepares a gateway without starting it.
